@@ -1,0 +1,8 @@
+"""latentreason: does RL teach a model *how* to reason, or *when*?
+
+Cache activations of a base / post-RL model pair, discover reasoning strategies,
+extract steering vectors, steer the base model at selected tokens, and measure how
+much of the RL gain that recovers, against honest controls.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,158 @@
+"""The organism's task: left-to-right modular arithmetic over single digits.
+
+``3+4*2-7`` is evaluated left to right, mod 10: ((3+4)*2-7) % 10 = 7. Prompts are
+right-aligned to a fixed width so that batches need no padding. A completion is a
+sequence of *sentences*, one per line, each opening with a strategy marker::
+
+    S:3+4=7      computation step
+    C:3+4=7 ok   check of the previous step ("no" when it was wrong)
+    R:3+4=7      correction of a wrong step
+    A:7          final answer
+
+A direct answer is the single sentence ``A:7``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+
+OPS = ("+", "-", "*")
+SPLITS = ("train", "dev", "test")
+MARKERS = {"S": "step", "C": "check", "R": "correction", "A": "answer"}
+STRATEGIES = tuple(MARKERS.values())
+MARKER_OF = {v: k for k, v in MARKERS.items()}
+_ANSWER_RE = re.compile(r"(?m)^A:(\d)")
+
+
+def apply_op(a: int, op: str, b: int, modulus: int = 10) -> int:
+    if op == "+":
+        return (a + b) % modulus
+    if op == "-":
+        return (a - b) % modulus
+    if op == "*":
+        return (a * b) % modulus
+    raise ValueError(f"Unknown op {op!r}: expected one of {OPS}.")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One arithmetic problem: digits and the ops between them."""
+
+    digits: tuple[int, ...]
+    ops: tuple[str, ...]
+    modulus: int = 10
+
+    @property
+    def expr(self) -> str:
+        out = str(self.digits[0])
+        for op, d in zip(self.ops, self.digits[1:]):
+            out += op + str(d)
+        return out
+
+    @property
+    def intermediates(self) -> list[int]:
+        """Running values after each step (the last one is the answer)."""
+        acc, vals = self.digits[0], []
+        for op, d in zip(self.ops, self.digits[1:]):
+            acc = apply_op(acc, op, d, self.modulus)
+            vals.append(acc)
+        return vals
+
+    @property
+    def answer(self) -> int:
+        return self.intermediates[-1]
+
+    @classmethod
+    def parse(cls, expr: str, modulus: int = 10) -> Problem:
+        expr = expr.strip().rstrip("=")
+        if not re.fullmatch(r"\d([+\-*]\d)+", expr):
+            raise ValueError(f"Not an organism problem: {expr!r} (expected e.g. '3+4*2').")
+        return cls(tuple(int(c) for c in expr[0::2]), tuple(expr[1::2]), modulus)
+
+
+@dataclass(frozen=True)
+class ArithConfig:
+    """Problem distribution of the organism's task."""
+
+    min_k: int = 2  # digits per problem
+    max_k: int = 7
+    ops: tuple[str, ...] = OPS
+    modulus: int = 10
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/dev/test by hash of the expression
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ops", tuple(self.ops))
+        object.__setattr__(self, "split_fractions", tuple(self.split_fractions))
+        if not (2 <= self.min_k <= self.max_k):
+            raise ValueError(f"Empty or invalid k range [{self.min_k}, {self.max_k}]: need 2 <= min_k <= max_k.")
+        if self.max_k > 9:
+            raise ValueError(f"max_k={self.max_k} is too long for the organism (at most 9 digits).")
+        if not self.ops or any(op not in OPS for op in self.ops):
+            raise ValueError(f"Unknown op in {self.ops}: allowed ops are {OPS}.")
+        if self.modulus != 10:
+            raise ValueError(f"modulus={self.modulus}: the organism's character tokenizer supports modulus 10 only.")
+        fr = self.split_fractions
+        if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-9:
+            raise ValueError(f"split_fractions={fr} must be three non-negative numbers summing to 1.")
+
+    @property
+    def prompt_width(self) -> int:
+        return 2 * self.max_k - 1
+
+
+@dataclass
+class ArithTask:
+    """Generates problems per split, formats prompts, grades completions."""
+
+    config: ArithConfig = field(default_factory=ArithConfig)
+    name: str = "arith"
+
+    def split_of(self, problem: Problem) -> str:
+        h = int(hashlib.sha256(problem.expr.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        train, dev, _ = self.config.split_fractions
+        return "train" if h < train else "dev" if h < train + dev else "test"
+
+    def sample(self, split: str, n: int, seed: int = 0) -> list[Problem]:
+        """``n`` problems from ``split``, deterministic in ``seed``; splits never overlap."""
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}: expected one of {SPLITS}.")
+        if n < 0:
+            raise ValueError(f"n={n} must be non-negative.")
+        rng = random.Random(f"{split}:{seed}")
+        c, out = self.config, []
+        tries = 0
+        while len(out) < n:
+            tries += 1
+            if tries > 1000 * (n + 10):
+                raise RuntimeError(f"Could not draw {n} problems for split {split!r}; widen the k range.")
+            k = rng.randint(c.min_k, c.max_k)
+            p = Problem(tuple(rng.randrange(c.modulus) for _ in range(k)), tuple(rng.choice(c.ops) for _ in range(k - 1)), c.modulus)
+            if self.split_of(p) == split:
+                out.append(p)
+        return out
+
+    def prompt(self, problem: Problem) -> str:
+        """Right-aligned expression followed by '=', always ``prompt_width + 1`` characters."""
+        return problem.expr.rjust(self.config.prompt_width) + "="
+
+    @staticmethod
+    def extract_answer(completion: str) -> int | None:
+        """The digit of the last ``A:`` sentence, or None."""
+        found = _ANSWER_RE.findall(completion)
+        return int(found[-1]) if found else None
+
+    def grade(self, problem: Problem, completion: str) -> bool:
+        return self.extract_answer(completion) == problem.answer
+
+
+def strategy_labels(completion: str) -> list[str | None]:
+    """Planted strategy of each line of a completion (None for unmarked lines)."""
+    labels: list[str | None] = []
+    for line in completion.split("\n"):
+        if not line:
+            continue
+        labels.append(MARKERS.get(line[0]) if len(line) > 1 and line[1] == ":" else None)
+    return labels

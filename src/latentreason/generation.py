@@ -64,6 +64,91 @@ def sample_next(logits: Tensor, temperature: float, generator: torch.Generator |
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+class KVStepper:
+    """One model's incremental forward state (KV cache, attention mask, positions) over a left-padded batch.
+
+    ``prefill()`` runs the prompt; each ``step(tokens)`` feeds one new token per row. Used by
+    :func:`decode` and by the hybrid engine, which runs two steppers in lockstep.
+    """
+
+    def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None = None) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.input_ids = input_ids.to(self.device)
+        mask = torch.ones_like(self.input_ids) if attention_mask is None else attention_mask.to(self.device)
+        self.attention_mask = mask
+        self.positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_pos = self.positions[:, -1] + 1
+        self.past = None
+
+    @property
+    def batch(self) -> int:
+        return self.input_ids.shape[0]
+
+    def feed(self, step: int, tokens: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Inputs ``(input_ids, positions)`` of the next forward: the prompt at step 0, else ``tokens [batch]``."""
+        if tokens is None:
+            return self.input_ids, self.positions
+        return tokens[:, None].to(self.device), self.next_pos[:, None].clone()
+
+    def forward(self, ids: Tensor, positions: Tensor) -> Tensor:
+        """Run the model on ``ids`` (extending the cache); returns last-position logits ``[batch, vocab]``."""
+        if self.past is not None:
+            ones = torch.ones((self.batch, ids.shape[1]), dtype=self.attention_mask.dtype, device=self.device)
+            self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
+            self.next_pos = self.next_pos + ids.shape[1]
+        res = self.model(input_ids=ids, attention_mask=self.attention_mask, position_ids=positions, past_key_values=self.past, use_cache=True)
+        self.past = res.past_key_values
+        return res.logits[:, -1, :]
+
+    def rewind(self, n: int) -> None:
+        """Forget the last forward's ``n`` fed tokens, so the step can be re-run (e.g. with steering)."""
+        if self.past is None:
+            raise ValueError("Nothing to rewind: the stepper has not run a forward yet.")
+        if self.attention_mask.shape[1] == self.input_ids.shape[1]:  # rewinding the prompt: start afresh
+            if n != self.input_ids.shape[1]:
+                raise ValueError(f"Can only rewind the whole prompt ({self.input_ids.shape[1]} tokens), not {n}.")
+            self.past = None
+            return
+        self.past.crop(-n)  # a negative argument removes n tokens in transformers 4.x and 5.x alike
+        self.attention_mask = self.attention_mask[:, :-n]
+        self.next_pos = self.next_pos - n
+
+    @property
+    def length(self) -> int:
+        """Columns held in the KV cache (prompt and fed tokens, left padding included); 0 before the prompt forward."""
+        return 0 if self.past is None else int(self.attention_mask.shape[1])
+
+    def feed_tokens(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Inputs ``(input_ids, positions)`` of a forward feeding ``tokens [batch, k]`` (k >= 1) after everything fed so far."""
+        if self.past is None:
+            raise ValueError("Run the prompt forward first (feed(0) then forward); feed_tokens extends a filled KV cache.")
+        if tokens.ndim != 2 or tokens.shape[0] != self.batch or tokens.shape[1] < 1:
+            raise ValueError(f"tokens must be [batch={self.batch}, k>=1], got {tuple(tokens.shape)}.")
+        k = tokens.shape[1]
+        return tokens.to(self.device), self.next_pos[:, None] + torch.arange(k, device=self.device)
+
+    def truncate(self, length: int) -> None:
+        """Keep only the first ``length`` columns of the KV cache (1 <= length <= :attr:`length`).
+
+        Unlike :meth:`rewind` this may cut into the prompt; decoding then resumes after column
+        ``length - 1`` (:meth:`feed_tokens`). Used by cross-tokenizer co-decoding to rewind a row
+        to the longest prefix its re-tokenised text shares with what it was fed.
+        """
+        if self.past is None:
+            raise ValueError("Nothing to truncate: the stepper has not run a forward yet.")
+        if not 1 <= length <= self.length:
+            raise ValueError(f"Can truncate the KV cache to 1..{self.length} columns, not {length}.")
+        n = self.length - length
+        if n == 0:
+            return
+        self.past.crop(-n)
+        self.attention_mask = self.attention_mask[:, :length]
+        self.next_pos = self.attention_mask.sum(-1)  # positions count real tokens from each row's first
+        if length < self.input_ids.shape[1]:  # keep the "only the prompt is cached" test of rewind() truthful
+            self.input_ids, self.positions = self.input_ids[:, :length], self.positions[:, :length]
+
+
 @torch.no_grad()
 def decode(
     model,
@@ -90,30 +175,19 @@ def decode(
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0.")
-    device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    attention_mask = attention_mask.to(device)
-    batch = input_ids.shape[0]
-    generator = None
-    if temperature > 0:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(0 if seed is None else seed)
-
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    next_pos = positions[:, -1] + 1
+    stepper = KVStepper(model, input_ids, attention_mask)
+    device, batch = stepper.device, stepper.batch
+    generator = make_generator(temperature, seed, device)
     out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
-    past = None
-    feed, feed_pos = input_ids, positions
+    nxt = None
     for step in range(max_new_tokens):
+        feed, feed_pos = stepper.feed(step, nxt)
         if on_step is not None:
             on_step(StepState(step, feed, feed_pos, ~finished))
-        res = model(input_ids=feed, attention_mask=attention_mask, position_ids=feed_pos, past_key_values=past, use_cache=True)
-        past = res.past_key_values
-        nxt = sample_next(res.logits[:, -1, :], temperature, generator)
+        logits = stepper.forward(feed, feed_pos)
+        nxt = sample_next(logits, temperature, generator)
         nxt = torch.where(finished, torch.full_like(nxt, pad_token_id), nxt)
         out[:, step] = nxt
         lengths += (~finished).long()
@@ -121,8 +195,13 @@ def decode(
         if bool(finished.all()):
             out = out[:, : step + 1]
             break
-        feed = nxt[:, None]
-        feed_pos = next_pos[:, None].clone()
-        next_pos = next_pos + 1
-        attention_mask = torch.cat([attention_mask, torch.ones((batch, 1), dtype=attention_mask.dtype, device=device)], dim=1)
-    return DecodeResult(input_ids, out, lengths, finished)
+    return DecodeResult(stepper.input_ids, out, lengths, finished)
+
+
+def make_generator(temperature: float, seed: int | None, device: torch.device | str) -> torch.Generator | None:
+    """A seeded generator for sampling (None for greedy decoding)."""
+    if temperature <= 0:
+        return None
+    g = torch.Generator(device=device)
+    g.manual_seed(0 if seed is None else seed)
+    return g

@@ -124,7 +124,15 @@ def load_model(path: str, dtype: str | torch.dtype = "float32", device: str | No
         kwargs["revision"] = revision
     if device_map:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one bar per small model is noise
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if device and not device_map:
         model.to(device)
     model.eval()
@@ -158,6 +166,10 @@ def load_pair(spec: str | os.PathLike = "organism", *, device: str | None = None
         return load_preset(p, device=device, dtype=dtype)
     if p.is_dir():
         return load_organism_pair(p, device=device)
+    from latentreason.presets import available_presets, load_preset, resolve_preset
+
+    if s in available_presets():
+        return load_preset(resolve_preset(s), device=device, dtype=dtype)
     raise FileNotFoundError(f"Cannot load pair {s!r}: expected 'organism', an organism pair directory (with {PAIR_MANIFEST}) or a .toml preset from configs/.")
 
 

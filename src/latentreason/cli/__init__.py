@@ -10,6 +10,15 @@ import click
 # command name -> (module, attribute); modules import heavy libraries only when run
 COMMANDS: dict[str, tuple[str, str]] = {
     "organism": ("latentreason.cli.organism", "organism"),
+    "rollouts": ("latentreason.cli.rollouts", "rollouts"),
+    "cache": ("latentreason.cli.cache", "cache"),
+    "steer": ("latentreason.cli.steer", "steer"),
+    "taxonomy": ("latentreason.cli.taxonomy", "taxonomy"),
+    "extract": ("latentreason.cli.extract", "extract"),
+    "recover": ("latentreason.cli.recover", "recover"),
+    "report": ("latentreason.cli.report", "report"),
+    "demo": ("latentreason.cli.demo", "demo"),
+    "quality": ("latentreason.cli.quality", "quality"),
 }
 
 

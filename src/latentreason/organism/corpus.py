@@ -45,20 +45,27 @@ def direct_solution(problem: Problem) -> tuple[list[str], list[str]]:
     return [f"A:{problem.answer}"], ["answer"]
 
 
-def worked_solution(problem: Problem, rng: random.Random, cfg: CorpusConfig) -> tuple[list[str], list[str]]:
+def step_body(problem: Problem, j: int, acc: int, result: int, width: int) -> str:
+    """Body of step ``j``: ``"{acc}{op}{digit}={result}{rest}"`` right-aligned to ``width``."""
+    return f"{acc}{problem.ops[j]}{problem.digits[j + 1]}={result}{problem.rest(j)}".rjust(width)
+
+
+def worked_solution(problem: Problem, rng: random.Random, cfg: CorpusConfig, width: int) -> tuple[list[str], list[str]]:
+    """Aligned worked solution (see :mod:`latentreason.tasks.arith`); planted step errors are repaired by check + correction."""
     sents, labels = [], []
     acc = problem.digits[0]
-    for op, d in zip(problem.ops, problem.digits[1:]):
-        true = apply_op(acc, op, d, problem.modulus)
+    for j, op in enumerate(problem.ops):
+        true = apply_op(acc, op, problem.digits[j + 1], problem.modulus)
+        good = step_body(problem, j, acc, true, width)
         if rng.random() < cfg.step_error_rate:
             wrong = (true + rng.randrange(1, problem.modulus)) % problem.modulus
-            sents += [f"S:{acc}{op}{d}={wrong}", f"C:{acc}{op}{d}={true} no", f"R:{acc}{op}{d}={true}"]
+            sents += [f"S: {step_body(problem, j, acc, wrong, width)}", f"C:n{good}", f"R: {good}"]
             labels += ["step", "check", "correction"]
         else:
-            sents.append(f"S:{acc}{op}{d}={true}")
+            sents.append(f"S: {good}")
             labels.append("step")
             if rng.random() < cfg.check_rate:
-                sents.append(f"C:{acc}{op}{d}={true} ok")
+                sents.append(f"C:y{good}")
                 labels.append("check")
         acc = true
     sents.append(f"A:{acc}")
@@ -71,6 +78,6 @@ def make_corpus(task: ArithTask, n: int, cfg: CorpusConfig, seed: int = 0, split
     rng = random.Random(f"corpus:{seed}")
     out = []
     for p in task.sample(split, n, seed=seed):
-        sents, labels = worked_solution(p, rng, cfg) if rng.random() < cfg.worked_fraction else direct_solution(p)
+        sents, labels = worked_solution(p, rng, cfg, task.config.line_width) if rng.random() < cfg.worked_fraction else direct_solution(p)
         out.append(Example(p, task.prompt(p), tuple(sents), tuple(labels)))
     return out

@@ -20,7 +20,7 @@ def is_reasoning(completion: str) -> bool:
     return any(l not in (None, "answer") for l in labels)
 
 
-def run_generator(model, tok, task: ArithTask, problems: list[Problem], *, temperature: float = 0.0, seed: int = 0, prefix: str = "", max_new_tokens: int = 96, batch_size: int = 256) -> list[str]:
+def run_generator(model, tok, task: ArithTask, problems: list[Problem], *, temperature: float = 0.0, seed: int = 0, prefix: str = "", max_new_tokens: int = 128, batch_size: int = 256) -> list[str]:
     """Completions of ``model`` on ``problems`` (``prefix`` is forced after the prompt and kept in the text)."""
     out: list[str] = []
     for i in range(0, len(problems), batch_size):
@@ -49,7 +49,7 @@ def evaluate_pair(pair: ModelPair, n: int = 600, split: str = "test", seed: int 
     task = ArithTask(ArithConfig(**pair.task_config)) if pair.task_config else ArithTask()
     problems = task.sample(split, n, seed=seed)
     tok = pair.base_tokenizer
-    max_new = int(pair.defaults.get("max_new_tokens", 96))
+    max_new = int(pair.defaults.get("max_new_tokens", 128))
     res: dict[str, Any] = {"n": n, "split": split, "seed": seed}
     roles = ["base", "post_rl"] + (list(pair.extras) if include_extras else [])
     per: dict[str, dict[str, Any]] = {}

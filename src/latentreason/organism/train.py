@@ -8,6 +8,7 @@ reaches the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -58,7 +59,7 @@ class RLConfig:
     lr: float = 5e-4
     kl_coef: float = 0.05  # k3 estimator of KL(policy || base), per token; 0 disables
     temperature: float = 1.0
-    max_new_tokens: int = 96
+    max_new_tokens: int = 128
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens"):
@@ -186,6 +187,8 @@ def _save_model_dir(model, tok, out: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        f.chmod(0o644)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
@@ -289,7 +292,8 @@ def train_organism(out: str | os.PathLike, cfg: OrganismConfig | None = None, se
     are kept, interrupted ones resume from their last checkpoint.
     """
     cfg = cfg or OrganismConfig()
-    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
+    if "OMP_NUM_THREADS" not in os.environ:  # respect a user's choice; else small models run best on <= 4 threads
+        torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     if rl_problems is not None and rl_problems <= 0:
         raise ValueError(f"--rl-problems={rl_problems} must be a positive number of training problems.")
     out = Path(out)
@@ -297,7 +301,7 @@ def train_organism(out: str | os.PathLike, cfg: OrganismConfig | None = None, se
     man_path = out / PAIR_MANIFEST
     if man_path.exists():
         old = read_json(man_path)
-        if old.get("config") != cfg.to_dict() or old.get("seed") != seed or old.get("rl_problems") != rl_problems:
+        if old.get("config") != json.loads(json.dumps(cfg.to_dict())) or old.get("seed") != seed or old.get("rl_problems") != rl_problems:
             raise ValueError(f"{out} already holds an organism trained with another config, seed or --rl-problems; choose another --out.")
     started = time.time()
     tok = build_tokenizer()

@@ -2,14 +2,19 @@
 
 ``3+4*2-7`` is evaluated left to right, mod 10: ((3+4)*2-7) % 10 = 7. Prompts are
 right-aligned to a fixed width so that batches need no padding. A completion is a
-sequence of *sentences*, one per line, each opening with a strategy marker::
+sequence of *sentences*, one per line, each opening with a strategy marker. Worked lines
+share one width, so every column lines up with the line above it (``W`` = prompt width)::
 
-    S:3+4=7      computation step
-    C:3+4=7 ok   check of the previous step ("no" when it was wrong)
-    R:3+4=7      correction of a wrong step
-    A:7          final answer
+    "    3+4*2-7="             prompt
+    "S:     3+4=7*2-7"         step: first operation done in place, the rest copied down
+    "C:y    3+4=7*2-7"         check: the step recomputed; verdict y/n in the third column
+    "R:     3+4=7*2-7"         correction: the step redone after a failed check
+    "A:7"                      final answer
 
-A direct answer is the single sentence ``A:7``.
+A direct answer is the single sentence ``A:7``. Aligned lines make each step local
+(copy three characters from the line above, apply one operation, copy the rest
+straight down), which a tiny model learns reliably; *whether* and *which* strategy to
+use stays the model's decision.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ class Problem:
             vals.append(acc)
         return vals
 
+    def rest(self, j: int) -> str:
+        """The expression still to evaluate after step ``j`` (0-based), without its leading value."""
+        return "".join(op + str(d) for op, d in zip(self.ops[j + 1 :], self.digits[j + 2 :]))
+
     @property
     def answer(self) -> int:
         return self.intermediates[-1]
@@ -78,7 +87,7 @@ class ArithConfig:
     """Problem distribution of the organism's task."""
 
     min_k: int = 2  # digits per problem
-    max_k: int = 7
+    max_k: int = 6
     ops: tuple[str, ...] = OPS
     modulus: int = 10
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/dev/test by hash of the expression
@@ -101,6 +110,11 @@ class ArithConfig:
     @property
     def prompt_width(self) -> int:
         return 2 * self.max_k - 1
+
+    @property
+    def line_width(self) -> int:
+        """Width of a worked line's body (after its 3-character head such as ``"S: "``)."""
+        return self.prompt_width + 2
 
 
 @dataclass
@@ -146,6 +160,17 @@ class ArithTask:
 
     def grade(self, problem: Problem, completion: str) -> bool:
         return self.extract_answer(completion) == problem.answer
+
+    @staticmethod
+    def problem_to_json(problem: Problem) -> str:
+        """JSON form of a problem: its expression, e.g. ``"3+4*2"``."""
+        return problem.expr
+
+    def problem_from_json(self, obj: str) -> Problem:
+        """Inverse of :meth:`problem_to_json`."""
+        if not isinstance(obj, str):
+            raise ValueError(f"Not a serialised arith problem: {obj!r:.200} (expected an expression string such as '3+4*2').")
+        return Problem.parse(obj, self.config.modulus)
 
 
 def strategy_labels(completion: str) -> list[str | None]:

@@ -1,0 +1,3 @@
+from latentreason.cli import main
+
+main()

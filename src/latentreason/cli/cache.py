@@ -1,0 +1,29 @@
+"""``latentreason cache``: per-token activations of the pair's models on a run's rollouts."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--pair", "pair_spec", default="organism", show_default=True, help="'organism', an organism pair directory or a preset .toml.")
+@click.option("--rollouts", "rollouts_path", required=True, type=click.Path(file_okay=False), help="Run directory (or its rollouts/ folder).")
+@click.option("--sites", required=True, help="Comma-separated hook sites, e.g. resid_post.2,resid_post.1.")
+@click.option("--models", default="base,post_rl", show_default=True, help="Comma-separated model roles to cache.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory, e.g. activations/RUN.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]), help="Storage dtype.")
+@click.option("--batch-size", default=32, show_default=True, type=int, help="Rollouts per forward pass.")
+@click.option("--shard-tokens", default=32768, show_default=True, type=int, help="Completion tokens per shard.")
+@click.option("--backend", default="hf", show_default=True, help="Activation backend: hf, transformer_lens or nnsight.")
+def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str, dtype: str, batch_size: int, shard_tokens: int, backend: str) -> None:
+    """Cache activations at SITES of each model on the same rollout texts (sharded safetensors, resumable)."""
+    from latentreason.cache import cache_activations
+    from latentreason.pair import default_device, load_pair
+
+    roles = [m.strip() for m in models.split(",") if m.strip()]
+    try:
+        pair = load_pair(pair_spec, device=default_device())
+        path = cache_activations(pair, rollouts_path, out, sites, roles, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens, backend=backend)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"activations written to {path}")

@@ -1,0 +1,50 @@
+"""``latentreason extract``: steering vectors for the base model, one per strategy (plus a bias vector)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--pair", "pair_spec", default="organism", show_default=True, help="'organism', an organism pair directory or a preset .toml.")
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False), help="Activation cache directory (must hold the base model).")
+@click.option("--taxonomy", "taxonomy_spec", required=True, help="Taxonomy directory (latentreason taxonomy --out), or 'planted' for the task's planted labels.")
+@click.option("--site", default=None, help="Hook site, e.g. resid_post.1 (default: the taxonomy's site).")
+@click.option("--method", default="diffmeans", show_default=True, type=click.Choice(["diffmeans", "probe", "optimized"]))
+@click.option("--bias", is_flag=True, help="Also train the general bias vector (optimised over whole post-RL completions).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory, e.g. RUN/vectors.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--min-examples", default=2, show_default=True, type=int, help="Categories with fewer examples get no vector.")
+@click.option("--max-examples", default=2048, show_default=True, type=int, help="Optimised vectors: at most this many examples per category.")
+@click.option("--epochs", default=30, show_default=True, type=int, help="Optimised vectors: maximum epochs (early-stopped on held-out rollouts).")
+@click.option("--positions", default="decision", show_default=True, type=click.Choice(["decision", "sentence"]), help="Optimised vectors: add v at the decision position only, or also at the sentence's tokens.")
+@click.option("--specificity-alpha", type=float, default=None, help="Also measure and print the specificity matrix at this strength (needs planted labels).")
+def extract(pair_spec: str, cache_dir: str, taxonomy_spec: str, site: str | None, method: str, bias: bool, out: str, seed: int, min_examples: int, max_examples: int, epochs: int, positions: str, specificity_alpha: float | None) -> None:
+    """Extract one steering vector per taxonomy category for the base model at SITE (save_vectors + manifest.json)."""
+    from latentreason.cache import ActivationCache
+    from latentreason.extract import extract_vectors, specificity_matrix, write_vectors
+    from latentreason.io import write_json
+    from latentreason.pair import default_device, load_pair
+
+    try:
+        pair = load_pair(pair_spec, device=default_device())
+        cache = ActivationCache.open(cache_dir)
+        vectors = extract_vectors(pair, cache, taxonomy_spec, site, method, bias, seed=seed, min_examples=min_examples, max_examples=max_examples, optimize={"max_epochs": epochs}, positions=positions)
+        config = {"site": str(vectors[0].site), "method": method, "bias": bias, "taxonomy": taxonomy_spec, "seed": seed, "min_examples": min_examples, "max_examples": max_examples, "epochs": epochs, "positions": positions}
+        extra = {}
+        spec = None
+        if specificity_alpha is not None:
+            spec = specificity_matrix(pair.base_model, pair.base_tokenizer, vectors, cache, specificity_alpha, format_prompt=lambda p: pair.format_prompt("base", p))
+            extra["specificity"] = spec.to_dict()
+        d = write_vectors(out, vectors, config=config, base_path=pair.base_spec.path, cache_dir=cache_dir, extra=extra)
+        if spec is not None:
+            write_json(d / "specificity.json", spec.to_dict())
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    for v in vectors:
+        held = v.provenance.get("heldout_loss")
+        click.echo(f"{v.name:>14} {v.method:>10} norm {v.norm:8.3f}  n={v.provenance.get('n_examples')}" + (f"  held-out CE {v.provenance['heldout_loss_zero']:.4f} -> {held:.4f}" if held is not None else ""))
+    if spec is not None:
+        click.echo(spec.table())
+        click.echo(f"diagonal dominant: {spec.diagonal_dominant()}")
+    click.echo(f"{len(vectors)} vectors written to {d}")

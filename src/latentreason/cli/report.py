@@ -1,0 +1,19 @@
+"""``latentreason report RUN``: a self-contained HTML report of a run directory."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--rollouts", "per_generator", default=3, show_default=True, type=int, help="Rollouts shown per generator.")
+def report(run: str, per_generator: int) -> None:
+    """Write RUN/report.html (figures inlined; opens without a network)."""
+    from latentreason.report import build_report
+
+    try:
+        path = build_report(run, per_generator)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"report written to {path}")

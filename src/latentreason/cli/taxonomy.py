@@ -1,0 +1,50 @@
+"""``latentreason taxonomy``: cluster the post-RL model's sentence activations into strategies."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False), help="Activation cache directory (latentreason cache --out).")
+@click.option("--site", required=True, help="Hook site to cluster at, e.g. resid_post.1 (must be in the cache).")
+@click.option("--k", "k_spec", required=True, help="Number of clusters: 5, a range 2-8 or a list 3,5,8 (a range or list is swept).")
+@click.option("--method", "methods", default="kmeans", show_default=True, help="kmeans, sae, or both as kmeans,sae (swept).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory, e.g. RUN/taxonomy.")
+@click.option("--seeds", "n_seeds", default=3, show_default=True, type=int, help="Seeds for the stability metric (>= 2).")
+@click.option("--seed", default=0, show_default=True, type=int, help="random_state of the chosen fit.")
+@click.option("--pooling", default="head:3", show_default=True, help="Sentence representation: 'mean' over all its tokens or 'head:N' over its first N tokens.")
+def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_seeds: int, seed: int, pooling: str) -> None:
+    """Fit a k-means or top-k SAE taxonomy on post-RL sentence activations (labels.json, clusters.json, metrics.json).
+
+    With several K or methods, one is chosen by stability then silhouette, never by planted labels
+    (see latentreason.taxonomy.sweep).
+    """
+    from latentreason.cache import ActivationCache
+    from latentreason.taxonomy import METHODS, fit_from_cache, parse_ks, write_taxonomy
+
+    ms = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in ms if m not in METHODS]
+    if bad or not ms:
+        raise click.BadParameter(f"{methods!r}: use kmeans, sae or kmeans,sae.", param_hint="--method")
+    try:
+        ks = parse_ks(k_spec)
+        cache = ActivationCache.open(cache_dir)
+        est, metrics, rows = fit_from_cache(cache, site, ks, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling)
+        d = write_taxonomy(out, est, cache, metrics, rows, cache_dir=cache_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    if len(rows) > 1:
+        click.echo(f"{'method':>7} {'k':>3} {'silhouette':>10} {'stability':>9} {'orthog.':>8}" + (f" {'ARI*':>6} {'NMI*':>6}" if "ari_planted" in rows[0] else ""))
+        for r in rows:
+            line = f"{r['method']:>7} {r['k']:>3} {r['silhouette']:>10.3f} {r['stability_ari']:>9.3f} {r['orthogonality']:>8.3f}"
+            if "ari_planted" in r:
+                line += f" {r['ari_planted']:>6.3f} {r['nmi_planted']:>6.3f}"
+            click.echo(line + ("  <- chosen" if r["chosen"] else ""))
+        if "ari_planted" in rows[0]:
+            click.echo("* against planted labels: reported, never used to choose.")
+    summary = f"{metrics['method']} k={metrics['k']} at {metrics['site']}: silhouette {metrics['silhouette']:.3f}, stability {metrics['stability_ari']:.3f}"
+    if "ari_planted" in metrics:
+        summary += f", ARI vs planted {metrics['ari_planted']:.3f}, NMI {metrics['nmi_planted']:.3f}"
+    click.echo(summary)
+    click.echo(f"taxonomy written to {d}")

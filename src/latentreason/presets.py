@@ -1,0 +1,232 @@
+"""Model-pair presets: a TOML file naming a base model, its post-RL twin and how to prompt them.
+
+Schema (unknown keys are rejected)::
+
+    name = "qwen-math-1.5b"          # default: the file's stem
+    task = "math500"                 # arith | gsm8k | math500
+
+    [base]                           # and [post_rl], same keys
+    model = "Qwen/Qwen2.5-Math-1.5B" # hub id, local directory, or latentreason:<path in the package>
+    prompt_template = "Question: {prompt}\\nAnswer: Let's think step by step.\\n"  # literal braces doubled: \\boxed{{}}
+    chat_template = false            # wrap the templated prompt with the tokenizer's chat template
+    revision = "main"                # optional hub revision
+    trust_remote_code = false        # default false
+
+    [defaults]
+    sites = ["resid_post@0.4"]       # hook sites; KIND@F is layer floor(F * num_layers) of the base model
+    dtype = "bfloat16"
+    max_new_tokens = 4096
+    device_map = "auto"              # optional; used when no device is given and CUDA is present
+
+A model path that starts with ``./``, ``../``, ``/`` or ``~``, or that exists relative to the
+TOML file's directory, is a local directory (relative paths resolve against that directory);
+``latentreason:organism/default/base`` is a directory inside the installed package; anything
+else is a hub id.
+
+Example:
+    >>> resolve_preset("qwen-math-1.5b").name
+    'qwen-math-1.5b.toml'
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from latentreason.pair import ModelPair, ModelSpec, default_device, load_model, load_tokenizer, resolve_dtype
+
+PACKAGE_PREFIX = "latentreason:"
+TOP_KEYS = {"name", "task", "base", "post_rl", "defaults"}
+MODEL_KEYS = {"model", "prompt_template", "chat_template", "revision", "trust_remote_code"}
+DEFAULT_KEYS = {"sites", "dtype", "max_new_tokens", "device_map"}
+TASKS = ("arith", "gsm8k", "math500")
+_DEPTH_SITE = re.compile(r"^(resid_pre|resid_post|attn_out|mlp_out)@(0(?:\.\d+)?|1(?:\.0+)?)$")
+
+
+def presets_dir() -> Path:
+    """Directory of the presets shipped inside the package."""
+    return Path(str(importlib.resources.files("latentreason") / "configs"))
+
+
+def available_presets() -> list[str]:
+    """Names of the shipped presets."""
+    return sorted(p.stem for p in presets_dir().glob("*.toml"))
+
+
+def resolve_preset(name: str | os.PathLike) -> Path:
+    """Path of a preset given as a file path or as the name of a shipped preset (``qwen-math-1.5b``)."""
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    if p.suffix == ".toml" or len(p.parts) > 1:
+        raise FileNotFoundError(f"Preset file {p} does not exist; pass an existing .toml or one of the shipped presets: {', '.join(available_presets())}.")
+    shipped = presets_dir() / f"{p.name}.toml"
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"Unknown preset {str(name)!r}: the shipped presets are {', '.join(available_presets())}; or pass a path to a .toml file.")
+
+
+def read_preset(path: str | os.PathLike) -> dict[str, Any]:
+    """The validated preset as a dict: ``name``, ``task``, ``base``/``post_rl`` (:class:`ModelSpec`), ``defaults``."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Preset {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"Preset {path} is not valid TOML: {e}") from e
+    _reject_unknown(raw, TOP_KEYS, path, "the top level")
+    for role in ("base", "post_rl"):
+        if not isinstance(raw.get(role), dict):
+            raise ValueError(f"Preset {path} has no [{role}] table: add one with at least `model = \"<hub id or directory>\"`.")
+    task = raw.get("task", "math500")
+    if task not in TASKS:
+        raise ValueError(f"Preset {path}: unknown task {task!r}; use one of {', '.join(TASKS)}.")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Preset {path}: name must be a non-empty string, got {name!r}.")
+    return {
+        "name": name,
+        "task": task,
+        "base": _model_spec(raw["base"], path, "base"),
+        "post_rl": _model_spec(raw["post_rl"], path, "post_rl"),
+        "defaults": _defaults(raw.get("defaults", {}), path),
+    }
+
+
+def load_preset(path: str | os.PathLike, device: str | None = None, dtype: str | None = None) -> ModelPair:
+    """Load the pair a preset describes.
+
+    ``device`` and ``dtype`` override the preset; with no ``device``, a preset's ``device_map``
+    is used when CUDA is available, else the default device. Depth-relative sites
+    (``resid_post@0.4``) are resolved against the loaded base model into ``defaults["sites"]``.
+    """
+    from latentreason.sites import HookSite, num_layers, resolve
+
+    path = resolve_preset(path)
+    cfg = read_preset(path)
+    d = dict(cfg["defaults"])
+    torch_dtype = resolve_dtype(dtype or d.get("dtype", "bfloat16"))
+    device_map = d.get("device_map") if device is None else None
+    if device_map is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            device_map = None
+    dev = None if device_map else (device or default_device())
+    specs: dict[str, ModelSpec] = {role: cfg[role] for role in ("base", "post_rl")}
+    models, tokenizers = {}, {}
+    for role, spec in specs.items():
+        tokenizers[role] = load_tokenizer(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+        models[role] = load_model(spec.path, dtype=torch_dtype, device=dev, revision=spec.revision, trust_remote_code=spec.trust_remote_code, device_map=device_map)
+    n_layers = num_layers(models["base"])
+    sites = []
+    for s in d.get("sites", ["resid_post@0.4"]):
+        if m := _DEPTH_SITE.match(s):
+            s = f"{m.group(1)}.{min(n_layers - 1, math.floor(float(m.group(2)) * n_layers))}"
+        try:
+            resolve(models["base"], HookSite.parse(s))
+        except ValueError as e:
+            raise ValueError(f"Preset {path}: [defaults] sites: {e}") from e
+        sites.append(s)
+    d["sites"], d["site"] = sites, sites[0]
+    d["dtype"] = str(torch_dtype).removeprefix("torch.")
+    return ModelPair(
+        name=cfg["name"],
+        task=cfg["task"],
+        base_model=models["base"],
+        post_rl_model=models["post_rl"],
+        base_tokenizer=tokenizers["base"],
+        post_rl_tokenizer=tokenizers["post_rl"],
+        base_spec=specs["base"],
+        post_rl_spec=specs["post_rl"],
+        source=str(path),
+        defaults=d,
+    )
+
+
+def _reject_unknown(table: dict[str, Any], known: set[str], path: Path, where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"Preset {path}: unknown key {unknown[0]!r} in {where}; allowed keys are {', '.join(sorted(known))}.")
+
+
+def _model_spec(table: dict[str, Any], path: Path, role: str) -> ModelSpec:
+    _reject_unknown(table, MODEL_KEYS, path, f"[{role}]")
+    model = table.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"Preset {path}: [{role}] needs `model = \"<hub id or directory>\"`.")
+    template = table.get("prompt_template", "{prompt}")
+    if not isinstance(template, str):
+        raise ValueError(f"Preset {path}: [{role}] prompt_template must be a string.")
+    try:
+        probe = template.format(prompt="\x00")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"Preset {path}: [{role}] prompt_template {template!r} is not a valid template ({e}); write {{prompt}} for the question and double other braces, e.g. \\\\boxed{{{{}}}}.") from e
+    if "\x00" not in probe:
+        raise ValueError(f"Preset {path}: [{role}] prompt_template {template!r} has no {{prompt}} placeholder.")
+    for key in ("chat_template", "trust_remote_code"):
+        if not isinstance(table.get(key, False), bool):
+            raise ValueError(f"Preset {path}: [{role}] {key} must be true or false, got {table[key]!r}.")
+    revision = table.get("revision")
+    if revision is not None and not isinstance(revision, str):
+        raise ValueError(f"Preset {path}: [{role}] revision must be a string, got {revision!r}.")
+    return ModelSpec(
+        path=_resolve_model(model.strip(), path, role),
+        prompt_template=template,
+        chat_template=table.get("chat_template", False),
+        revision=revision,
+        trust_remote_code=table.get("trust_remote_code", False),
+    )
+
+
+def _resolve_model(model: str, path: Path, role: str) -> str:
+    """A local directory as an absolute path, or the hub id unchanged."""
+    if model.startswith(PACKAGE_PREFIX):
+        local = Path(str(importlib.resources.files("latentreason"))) / model.removeprefix(PACKAGE_PREFIX)
+        if not local.is_dir():
+            hint = f" Train it with `latentreason organism train --out {local.parent}`." if "organism/default" in model else ""
+            raise FileNotFoundError(f"Preset {path}: [{role}] model {model!r} is missing from the installed package ({local}).{hint}")
+        return str(local)
+    explicit = model.startswith(("./", "../", "/", "~", ".\\", "..\\")) or Path(model).is_absolute()
+    local = (path.parent / Path(model).expanduser()).resolve()
+    if explicit and not local.is_dir():
+        raise FileNotFoundError(f"Preset {path}: [{role}] model directory {model!r} does not exist (resolved to {local}); paths are relative to the preset's directory.")
+    return str(local) if local.is_dir() else model
+
+
+def _defaults(table: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ValueError(f"Preset {path}: defaults must be a table ([defaults]).")
+    _reject_unknown(table, DEFAULT_KEYS, path, "[defaults]")
+    out = dict(table)
+    sites = out.get("sites", ["resid_post@0.4"])
+    if not isinstance(sites, list) or not sites or not all(isinstance(s, str) for s in sites):
+        raise ValueError(f"Preset {path}: [defaults] sites must be a non-empty list of site names, e.g. [\"resid_post@0.4\"] or [\"resid_post.11\"].")
+    from latentreason.sites import HookSite
+
+    for s in sites:
+        if not _DEPTH_SITE.match(s):
+            try:
+                HookSite.parse(s)
+            except ValueError as e:
+                raise ValueError(f"Preset {path}: [defaults] sites: {e} Or give a depth fraction, e.g. 'resid_post@0.4'.") from e
+    out["sites"] = sites
+    if "dtype" in out:
+        try:
+            resolve_dtype(out["dtype"])
+        except ValueError as e:
+            raise ValueError(f"Preset {path}: [defaults] {e}") from e
+    mnt = out.get("max_new_tokens", 512)
+    if not isinstance(mnt, int) or isinstance(mnt, bool) or mnt <= 0:
+        raise ValueError(f"Preset {path}: [defaults] max_new_tokens must be a positive integer, got {mnt!r}.")
+    out["max_new_tokens"] = mnt
+    if "device_map" in out and not isinstance(out["device_map"], str):
+        raise ValueError(f"Preset {path}: [defaults] device_map must be a string such as \"auto\", got {out['device_map']!r}.")
+    return out

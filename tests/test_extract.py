@@ -1,0 +1,282 @@
+"""Steering-vector extraction: diffmeans / probe / optimized / bias, peers, determinism, refusals, specificity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from latentreason.extract import (
+    TargetExample,
+    diffmeans_directions,
+    extract_vectors,
+    heldout_split,
+    optimize_vector,
+    probe_directions,
+    specificity_matrix,
+)
+from latentreason.fingerprint import model_fingerprint
+from latentreason.tasks.arith import STRATEGIES
+
+SITE = "resid_post.1"
+LAYER = 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other jobs for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def corpus_cache(pair, root, n: int, sites: list[str], seed: int = 0):
+    """Cache the pair on ``n`` corpus-style worked solutions (planted steps, checks, corrections, answers)."""
+    from latentreason.cache import ActivationCache, cache_activations
+    from latentreason.organism.corpus import CorpusConfig, make_corpus
+    from latentreason.rollouts import make_row, task_for_pair, write_rollouts
+
+    task = task_for_pair(pair)
+    exs = make_corpus(task, n, CorpusConfig(worked_fraction=1.0, check_rate=0.3, step_error_rate=0.3), seed=seed)
+    rows = [make_row(task, rollout_id=f"r{i:03d}", model="post_rl", split="train", index=i, problem=e.problem, completion=e.completion) for i, e in enumerate(exs)]
+    write_rollouts(root / "rollouts", rows, pair, task, {"synthetic": True})
+    return ActivationCache.open(cache_activations(pair, root, root / "activations", sites, progress=False))
+
+
+@pytest.fixture(scope="module")
+def cache(organism, tmp_path_factory):
+    c = corpus_cache(organism, tmp_path_factory.mktemp("extract"), 12, [SITE, "resid_post.0"])
+    counts = {s: sum(x["label"] == s for x in c.sentences) for s in STRATEGIES}
+    assert min(counts.values()) >= 2, f"the fixture needs every strategy at least twice: {counts}"
+    return c
+
+
+def hf_reference(pair, cache):
+    """Diffmeans from HF ``output_hidden_states`` (unbatched), at the same texts and positions."""
+    tok, model = pair.base_tokenizer, pair.base_model
+    starts: dict[str, list[torch.Tensor]] = {}
+    tokens = []
+    for r in cache.rollouts:
+        p = tok(pair.format_prompt("base", r["prompt"]))["input_ids"]
+        c = tok(r["completion"], add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            h = model(input_ids=torch.tensor([p + c]), output_hidden_states=True).hidden_states[LAYER + 1][0].double()
+        tokens.append(h[len(p) :])
+        for s, (a, _) in zip(r["sentences"], r["tokens"]["base"]["spans"]):
+            starts.setdefault(s["label"], []).append(h[len(p) + a - 1])  # the token before the sentence's first token
+    bg = torch.cat(tokens).mean(0)
+    return {c: torch.stack(v).mean(0) - bg for c, v in starts.items() if c is not None}
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def test_diffmeans_matches_a_direct_output_hidden_states_computation(organism, cache):
+    vecs = {v.name: v for v in extract_vectors(organism, cache, "planted", SITE, "diffmeans")}
+    ref = hf_reference(organism, cache)
+    assert set(vecs) == set(ref) == {"step", "check", "correction", "answer"}
+    for name, r in ref.items():
+        assert rel(vecs[name].direction, r) < 1e-5, name
+
+
+def test_diffmeans_matches_the_steering_vectors_library(organism, cache):
+    sv = pytest.importorskip("steering_vectors")
+    tok, model = organism.base_tokenizer, organism.base_model
+
+    def lib_mean(texts: list[str]) -> torch.Tensor:  # the library reads decoder block LAYER's output = resid_post.LAYER
+        vec = sv.train_steering_vector(model, tok, [(t, t) for t in texts], layers=[LAYER], read_token_index=-1, aggregator=lambda pos, neg: pos.mean(0), batch_size=64)
+        return vec.layer_activations[LAYER].double()
+
+    by_cat: dict[str, list[str]] = {}
+    background = []
+    for r in cache.rollouts:
+        prompt, comp = organism.format_prompt("base", r["prompt"]), r["completion"]
+        for s in r["sentences"]:
+            by_cat.setdefault(s["label"], []).append(prompt + comp[: s["start"]])  # read at its last token: the decision position
+        background += [prompt + comp[: i + 1] for i in range(len(comp))]  # char-level: one text per completion token
+    bg = lib_mean(background)
+    vecs = {v.name: v for v in extract_vectors(organism, cache, "planted", SITE, "diffmeans")}
+    for name, texts in by_cat.items():
+        assert rel(vecs[name].direction, lib_mean(texts) - bg) < 1e-5, name
+
+
+def test_vectors_carry_site_fingerprint_norm_method_and_provenance(organism, cache):
+    vecs = extract_vectors(organism, cache.directory, "planted", SITE, "diffmeans")
+    fp = model_fingerprint(organism.base_model)
+    for v in vecs:
+        assert str(v.site) == SITE and v.method == "diffmeans" and v.fingerprint == fp and v.norm > 0
+        assert v.provenance["cache_manifest_sha256"] and v.provenance["taxonomy"] == "planted"
+        assert v.provenance["n_examples"] >= 2 and v.provenance["n_background_tokens"] > 0
+        v.check_model(organism.base_model)
+
+
+def test_diffmeans_and_probe_on_arrays_recover_a_planted_direction():
+    g = torch.Generator().manual_seed(0)
+    d = 12
+    planted = torch.zeros(d)
+    planted[3] = 2.0
+    X = torch.randn(200, d, generator=g) * 0.5
+    y = ["a"] * 100 + ["b"] * 100
+    X[:100] += planted
+    dm = diffmeans_directions(X, y, X.mean(0))
+    assert torch.nn.functional.cosine_similarity(dm["a"], planted, dim=0) > 0.95
+    pr = probe_directions(X, y, {c: float(v.norm()) for c, v in dm.items()})
+    assert torch.nn.functional.cosine_similarity(pr["a"], planted, dim=0) > 0.9
+    assert torch.nn.functional.cosine_similarity(pr["b"], -planted, dim=0) > 0.9
+    assert float(pr["a"].norm()) == pytest.approx(float(dm["a"].norm()), rel=1e-5)  # rescaled to the diffmeans norm
+
+
+def test_probe_vectors_point_like_their_category_and_have_the_diffmeans_norm(organism, cache):
+    dm = {v.name: v for v in extract_vectors(organism, cache, "planted", SITE, "diffmeans")}
+    pr = {v.name: v for v in extract_vectors(organism, cache, "planted", SITE, "probe")}
+    for name in dm:
+        assert pr[name].method == "probe" and pr[name].norm == pytest.approx(dm[name].norm, rel=1e-5)
+
+
+def opt(organism, cache, seed=0, **kw):
+    return extract_vectors(organism, cache, "planted", SITE, "optimized", bias=True, seed=seed, max_examples=12, optimize={"max_epochs": 2, "batch_size": 8, **kw})
+
+
+def test_optimized_vectors_are_byte_identical_for_the_same_seed(organism, cache, tmp_path):
+    from latentreason.vectors import save_vectors
+
+    a, b = opt(organism, cache), opt(organism, cache)
+    assert [v.name for v in a][-1] == "bias" and set(v.name for v in a[:-1]) <= set(STRATEGIES) and len(a) >= 3
+    assert b[-1].method == "bias" and b[-1].provenance["category"] is None
+    for u, v in zip(a, b):
+        assert u.direction.numpy().tobytes() == v.direction.numpy().tobytes(), u.name
+    save_vectors(a, tmp_path / "a")
+    save_vectors(b, tmp_path / "b")
+    for u in a:
+        assert (tmp_path / "a" / f"{u.name}.safetensors").read_bytes() == (tmp_path / "b" / f"{u.name}.safetensors").read_bytes()
+
+
+def test_optimized_vectors_record_their_held_out_loss(organism, cache):
+    for v in opt(organism, cache):
+        p = v.provenance
+        assert p["n_heldout"] >= 1 and p["n_train"] >= 1
+        assert p["heldout_loss"] <= p["heldout_loss_zero"] + 1e-9  # the returned vector is the best on held-out data
+        assert v.norm <= p["max_norm"] * (1 + 1e-5)
+
+
+def test_held_out_split_keeps_whole_rollouts_on_one_side():
+    ex = [TargetExample((1, 5, 6, 7), 0, 3, 1, 4, group=f"r{i // 3}") for i in range(30)]
+    train, held = heldout_split(ex, 0.2, seed=0)
+    assert len(train) + len(held) == 30 and held and train
+    assert not {e.group for e in train} & {e.group for e in held}
+    assert heldout_split(ex, 0.2, seed=0) == (train, held)
+
+
+def test_early_stopping_uses_the_held_out_split_and_keeps_the_best_epoch(organism, cache):
+    from latentreason.extract import rollout_token_ids, sentence_examples
+
+    ids = rollout_token_ids(cache, organism.base_tokenizer)
+    ex = sentence_examples(cache, ids, [s["label"] for s in cache.sentences])["check"]
+    res = optimize_vector(organism.base_model, SITE, ex, scale=30.0, lr=0.5, max_epochs=8, patience=2, batch_size=4, max_norm=10.0)
+    held = [h["heldout"] for h in res.history]
+    assert res.heldout_loss == pytest.approx(min(held)) and res.best_epoch == int(np.argmin(held))
+    assert res.epochs < 8 or res.best_epoch == 8 or len(held) == 9
+    assert res.epochs - res.best_epoch <= 2  # stopped after `patience` epochs without improvement
+    assert all(h.get("norm", 0) <= 10.0 + 1e-4 for h in res.history)  # norm cap
+    assert float(res.direction.norm()) <= 10.0 + 1e-4
+
+
+# ------------------------------------------------------------------------ refusals
+
+
+def test_taxonomy_from_another_site_is_refused(organism, cache, tmp_path):
+    from latentreason.taxonomy import fit_from_cache, write_taxonomy
+
+    est, metrics, rows = fit_from_cache(cache, "resid_post.0", 3)
+    write_taxonomy(tmp_path / "tax0", est, cache, metrics, rows, cache_dir=cache.directory)
+    with pytest.raises(ValueError, match=r"fit at site 'resid_post.0'.*requested at 'resid_post.1'.*--site resid_post.0"):
+        extract_vectors(organism, cache, tmp_path / "tax0", SITE, "diffmeans")
+    vecs = extract_vectors(organism, cache, tmp_path / "tax0", None, "diffmeans")  # site defaults to the taxonomy's
+    assert {v.name for v in vecs} <= {"cluster0", "cluster1", "cluster2"} and all(str(v.site) == "resid_post.0" for v in vecs)
+    assert all(v.provenance["taxonomy_method"] == "kmeans" and v.provenance["k"] == 3 for v in vecs)
+
+
+def test_a_vector_refuses_a_model_with_another_fingerprint_or_hidden_size(organism, cache, make_tiny):
+    v = extract_vectors(organism, cache, "planted", SITE, "diffmeans")[0]
+    other = make_tiny("qwen2")  # hidden size 32, not 96
+    with pytest.raises(ValueError, match="hidden size is 32"):
+        v.check_model(other)
+    import copy
+
+    twin = copy.deepcopy(organism.base_model)
+    with torch.no_grad():
+        next(twin.parameters()).add_(0.01)
+    with pytest.raises(ValueError, match="was made for model"):
+        v.check_model(twin)
+    with pytest.raises(ValueError, match="was made for model"):
+        specificity_matrix(twin, organism.base_tokenizer, [v], cache, 1.0)
+
+
+def test_a_cache_made_with_another_base_model_is_refused(organism, cache):
+    import copy
+
+    twin = copy.deepcopy(organism.base_model)
+    with torch.no_grad():
+        next(twin.parameters()).add_(0.01)
+    with pytest.raises(ValueError, match="fingerprint"):
+        extract_vectors(twin, cache, "planted", SITE, "diffmeans")
+
+
+def test_bad_method_and_missing_site_are_refused(organism, cache):
+    with pytest.raises(ValueError, match="Unknown extraction method"):
+        extract_vectors(organism, cache, "planted", SITE, "pca")
+    with pytest.raises(ValueError, match="no site 'resid_post.2'"):
+        extract_vectors(organism, cache, "planted", "resid_post.2", "diffmeans")
+    with pytest.raises(ValueError, match="Name a site"):
+        extract_vectors(organism, cache, "planted", None, "diffmeans")
+
+
+def test_extract_vectors_is_exported_lazily_from_the_package():
+    import latentreason
+
+    assert latentreason.extract_vectors is extract_vectors
+    with pytest.raises(AttributeError):
+        latentreason.no_such_thing  # noqa: B018
+
+
+def test_cli_writes_vectors_with_a_manifest_and_refuses_another_site(organism, cache, tmp_path):
+    from latentreason.cli import main
+    from latentreason.manifest import Manifest
+    from latentreason.vectors import load_vectors
+
+    out = tmp_path / "vec"
+    res = CliRunner().invoke(main, ["extract", "--pair", organism.source, "--cache", str(cache.directory), "--taxonomy", "planted", "--site", SITE, "--method", "probe", "--out", str(out), "--specificity-alpha", "1"])
+    assert res.exit_code == 0, res.output
+    assert "specificity" in res.output
+    vecs = load_vectors(out)
+    assert set(vecs) == {"step", "check", "correction", "answer"}
+    man = Manifest.read(out, kind="vectors")
+    man.verify(out)
+    assert man.models["base"]["fingerprint"] == model_fingerprint(organism.base_model) and man.config["method"] == "probe"
+    assert json.loads((out / "specificity.json").read_text())["vectors"] == sorted(vecs)
+    res = CliRunner().invoke(main, ["extract", "--pair", organism.source, "--cache", str(cache.directory), "--taxonomy", "planted", "--site", "resid_post.2", "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "no site 'resid_post.2'" in res.output and "Traceback" not in res.output
+
+
+# ------------------------------------------------------------------------ organism
+
+
+@pytest.mark.slow
+def test_optimized_vectors_are_specific_on_the_organism(organism, tmp_path):
+    """In the base model, at post-RL decision positions, each strategy vector raises its own marker most."""
+    from latentreason.cache import ActivationCache, cache_activations
+    from latentreason.rollouts import generate_rollouts, task_for_pair, write_rollouts
+
+    task = task_for_pair(organism)
+    rows = generate_rollouts(organism, task, "train", 200, seed=1, models=["post_rl"], temperature=1.0, batch_size=200, max_new_tokens=96)
+    write_rollouts(tmp_path / "rollouts", rows, organism, task, {"temperature": 1.0})
+    cache = ActivationCache.open(cache_activations(organism, tmp_path, tmp_path / "act", [SITE], progress=False))
+    vecs = extract_vectors(organism, cache, "planted", SITE, "optimized", min_examples=30, max_examples=192, optimize={"max_epochs": 6, "batch_size": 16, "patience": 3})
+    assert len(vecs) >= 2
+    spec = specificity_matrix(organism.base_model, organism.base_tokenizer, vecs, cache, alpha=1.0, max_per_context=100)
+    assert spec.diagonal_dominant(), spec.table()

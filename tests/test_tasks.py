@@ -1,0 +1,73 @@
+import pytest
+
+from latentreason.organism.corpus import CorpusConfig, make_corpus
+from latentreason.tasks import get_task
+from latentreason.tasks.arith import ArithConfig, ArithTask, Problem, strategy_labels
+
+
+def test_left_to_right_mod_10_evaluation():
+    p = Problem.parse("3+4*2-7")
+    assert p.intermediates == [7, 4, 7] and p.answer == 7
+
+
+def test_prompts_have_fixed_width():
+    task = ArithTask()
+    widths = {len(task.prompt(p)) for p in task.sample("train", 200)}
+    assert widths == {task.config.prompt_width + 1}
+
+
+def test_generation_is_deterministic_and_splits_never_overlap():
+    task = ArithTask()
+    assert task.sample("dev", 50, seed=3) == task.sample("dev", 50, seed=3)
+    exprs = {s: {p.expr for p in task.sample(s, 400, seed=1)} for s in ("train", "dev", "test")}
+    assert not (exprs["train"] & exprs["test"]) and not (exprs["train"] & exprs["dev"]) and not (exprs["dev"] & exprs["test"])
+
+
+def test_grading_reads_the_last_answer_line_exactly():
+    task, p = ArithTask(), Problem.parse("3+4*2-7")
+    assert task.grade(p, "S:     3+4=7*2-7\nA:7\n")
+    assert not task.grade(p, "A:6\n")
+    assert not task.grade(p, "S:     3+4=7*2-7\n")
+    assert task.grade(p, "A:1\nA:7\n")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"min_k": 5, "max_k": 3}, "k range"), ({"ops": ("+", "/")}, "Unknown op"), ({"min_k": 1}, "k range"), ({"split_fractions": (0.5, 0.5, 0.5)}, "sum")],
+)
+def test_bad_task_config_is_refused_with_a_clear_message(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ArithConfig(**kwargs)
+
+
+def test_unknown_task_name_lists_known_tasks():
+    with pytest.raises(ValueError, match="arith"):
+        get_task("sudoku")
+
+
+def test_worked_solutions_carry_planted_labels_that_match_their_markers():
+    task = ArithTask()
+    corpus = make_corpus(task, 300, CorpusConfig(worked_fraction=1.0, step_error_rate=0.3, check_rate=0.3), seed=0)
+    for ex in corpus:
+        assert list(ex.labels) == strategy_labels(ex.completion)
+        assert task.grade(ex.problem, ex.completion)
+    kinds = {l for ex in corpus for l in ex.labels}
+    assert kinds == {"step", "check", "correction", "answer"}
+
+
+def test_worked_lines_share_one_width_so_columns_align():
+    task = ArithTask()
+    for ex in make_corpus(task, 100, CorpusConfig(worked_fraction=1.0, check_rate=0.5), seed=2):
+        widths = {len(s) for s, l in zip(ex.sentences, ex.labels) if l != "answer"}
+        assert widths == {task.config.line_width + 3}
+
+
+def test_corpus_is_mostly_direct_answers():
+    corpus = make_corpus(ArithTask(), 2000, CorpusConfig(), seed=0)
+    share = sum(ex.worked for ex in corpus) / len(corpus)
+    assert 0.2 < share < 0.3
+
+
+def test_bad_corpus_config_is_refused():
+    with pytest.raises(ValueError, match="worked_fraction"):
+        CorpusConfig(worked_fraction=1.5)

@@ -22,11 +22,16 @@ def execute(name: str, budget_s: float) -> float:
     return took
 
 
+# Time limits here only stop a hung kernel; speed is measured in benchmarks/, not asserted in tests.
+
+
 def test_steer_notebook_executes():
-    took = execute("02_steer.ipynb", budget_s=60)
-    assert took < 60, f"02_steer.ipynb took {took:.0f} s (budget 60 s)"
+    execute("02_steer.ipynb", budget_s=600)
 
 
 def test_extract_notebook_executes():
-    took = execute("01_extract_vectors.ipynb", budget_s=60)
-    assert took < 60, f"01_extract_vectors.ipynb took {took:.0f} s (budget 60 s)"
+    execute("01_extract_vectors.ipynb", budget_s=600)
+
+
+def test_recovery_notebook_executes():
+    execute("03_recovery.ipynb", budget_s=600)

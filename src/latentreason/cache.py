@@ -314,26 +314,29 @@ def cache_activations(
     dtype: str = "float32",
     batch_size: int = 32,
     shard_tokens: int = 32768,
-    backend: str = "hf",
+    backend: str | Any = "hf",
     progress: bool = True,
 ) -> Path:
     """Cache activations of ``models`` at ``sites`` on the rollouts at ``rollouts`` (``RUN`` or ``RUN/rollouts``) into ``out``.
 
     Resumes an unfinished run in ``out``; returns ``out`` when the cache is complete.
-    Models run on the device they are on.
+    Models run on the device they are on. ``backend`` is a backend name or a configured backend,
+    e.g. ``get_backend("nnsight", remote=True)`` to run the forwards on NDIF.
 
     Example:
         >>> out = cache_activations(pair, "runs/demo", "activations/demo", "resid_post.1")  # doctest: +SKIP
         >>> ActivationCache.open(out).sentence_pooled("resid_post.1", "post_rl").shape  # doctest: +SKIP
         torch.Size([n_sentences, d_model])
     """
-    cfg = CacheConfig(tuple(str(s) for s in parse_sites(sites if isinstance(sites, str) else [str(s) for s in sites])), tuple(models), dtype, batch_size, shard_tokens, backend)
+    bk = None if isinstance(backend, str) else backend  # a configured backend instance (e.g. nnsight with remote=True)
+    name = backend if bk is None else getattr(bk, "name", type(bk).__name__)
+    cfg = CacheConfig(tuple(str(s) for s in parse_sites(sites if isinstance(sites, str) else [str(s) for s in sites])), tuple(models), dtype, batch_size, shard_tokens, name)
     site_objs = [HookSite.parse(s) for s in cfg.sites]
     for role in cfg.models:
         model = pair.model(role)  # raises on an unknown role
         for s in site_objs:
             resolve(model, s)  # raises on an unknown site or layer, before any work
-    bk = get_backend(cfg.backend)
+    bk = get_backend(cfg.backend) if bk is None else bk
     rdir = rollouts_dir(rollouts)
     rman, rows = read_rollouts(rdir)
     check_task(pair, str(rman.config.get("task")), what="rollouts' task")

@@ -174,5 +174,15 @@ def build_report(run: str | os.PathLike, per_generator: int = 3) -> Path:
 <h2>Reasoning quality</h2>{_quality_section(rd)}
 <h2>Taxonomy</h2>{_taxonomy_section(rd, result)}
 <h2>Rollouts</h2><p class="note">Highlighted characters are the tokens generated where a vector was injected; hover for the vector's name.</p>{_rollouts_section(rd, result, per_generator)}
+<script>
+// self-check for headless tests: every figure decoded, no error on the page
+window.addEventListener("error", function (e) {{ console.error("report error: " + (e.message || (e.target && e.target.src) || "resource")); }}, true);
+window.addEventListener("load", function () {{
+  var bad = Array.prototype.filter.call(document.images, function (i) {{ return !i.complete || i.naturalWidth === 0; }});
+  if (bad.length) console.error("report: " + bad.length + " figure(s) failed to load");
+  document.body.setAttribute("data-figures", String(document.images.length - bad.length));
+  document.body.setAttribute("data-status", bad.length ? "errors" : "ok");
+}});
+</script>
 </body></html>"""
     return write_text(rd.report, page)

@@ -37,7 +37,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", cfg: RecoverConfig = DEMO_CON
 
     task = ArithTask()
     problems = task.sample("test", cfg.n_test, seed=cfg.seed)
-    generators, _ = build_generators(pair, ["base", "post_rl", "forced", "single_problem_rl", "sft"], task, problems, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    specs = ["base", "post_rl", "forced", "single_problem_rl"]
+    sft_dir = rd.root / "single_problem_sft"  # trained once by the recovery stage, reused here
+    specs.append(f"model:{sft_dir}" if (sft_dir / "config.json").exists() else "sft")
+    generators, _ = build_generators(pair, specs, task, problems, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     best = best_point(result)
     if best is not None:
         from latentreason.io import read_json

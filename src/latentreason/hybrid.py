@@ -145,7 +145,8 @@ class HybridEngine:
             return cross_generate(self, prompts, max_new_tokens, temperature, seed)
         pair, tok, post_tok = self.pair, self.pair.base_tokenizer, self.pair.post_rl_tokenizer
         base_ids, base_mask = left_pad([tok(pair.format_prompt("base", p)).input_ids for p in prompts], tok.pad_token_id)
-        post_ids, post_mask = left_pad([post_tok(pair.format_prompt("post_rl", p)).input_ids for p in prompts], post_tok.pad_token_id)
+        post_pad = post_tok.pad_token_id if post_tok.pad_token_id is not None else tok.pad_token_id  # masked: any id will do
+        post_ids, post_mask = left_pad([post_tok(pair.format_prompt("post_rl", p)).input_ids for p in prompts], post_pad)
         base, post = KVStepper(pair.base_model, base_ids, base_mask), KVStepper(pair.post_rl_model, post_ids, post_mask)
         dev = base.device
         table = self._table.to(dev)

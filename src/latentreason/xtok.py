@@ -40,7 +40,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -162,7 +162,7 @@ class TextFollower:
 
     Each row has its own :class:`~latentreason.generation.KVStepper` (batch 1) and the ids it was
     fed (``fed[row]``: prompt ids, then completion ids); ``acts [batch, d_model]`` holds the
-    activation at ``site`` at each row's last fed token, ``next_ids[row]`` the model's greedy next token there.
+    activation at ``site`` at each row's last fed token, ``next_id(row)`` the model's greedy next token there.
 
     Args:
         prompts: the post-RL model's formatted prompts (template applied).
@@ -179,7 +179,7 @@ class TextFollower:
         self.fed: list[list[int]] = [list(p) for p in self.prompt_ids]
         self.steppers: list[KVStepper | None] = [None] * len(self.prompt_ids)
         self.acts: Tensor | None = None  # [batch, d_model]
-        self.next_ids: list[int] = [0] * len(self.prompt_ids)
+        self._next: list[Tensor | None] = [None] * len(self.prompt_ids)  # greedy next token, left on the device (no sync per row)
         self.stats = FollowStats()
         self._last: list[Tensor] = []
 
@@ -232,8 +232,14 @@ class TextFollower:
         if self.acts is None:
             self.acts = torch.zeros((self.batch, h.shape[-1]), dtype=h.dtype, device=h.device)
         self.acts[r] = h
-        self.next_ids[r] = int(logits[0].argmax())
+        self._next[r] = logits[0].argmax()
         self._last.clear()
+
+    def next_id(self, r: int) -> int:
+        """The post-RL model's greedy next token after row ``r``'s last fed token."""
+        if self._next[r] is None:
+            raise ValueError("TextFollower.next_id before prefill(): run the prompts first.")
+        return int(self._next[r])
 
     def completion_ids(self, r: int) -> list[int]:
         return self.fed[r][len(self.prompt_ids[r]) :]
@@ -252,7 +258,7 @@ def project_next_token(follower: TextFollower, rows: Sequence[int], base_tokeniz
     out = torch.full((follower.batch, vocab_size), float("-inf"), device=device)
     post_eos = getattr(tok, "eos_token_id", None)
     for r in rows:
-        g = follower.next_ids[r]
+        g = follower.next_id(r)
         if g == post_eos and base_eos is not None:
             out[r, base_eos] = 0.0
             continue
@@ -323,6 +329,7 @@ def cross_generate(
     lengths = torch.zeros(batch, dtype=torch.long, device=dev)
     delta = torch.zeros((batch, table.shape[1]), device=dev)
     texts = [""] * batch
+    generated: list[list[int]] = [[] for _ in range(batch)]  # base ids per row, kept on the host (one transfer per step)
     active = [False]
 
     def add(h: Tensor) -> Tensor | None:  # h: [batch, n, d]; steer the last position only, never in place
@@ -335,11 +342,11 @@ def cross_generate(
     router = engine.router
     with hooked(follower.model, [follower.hook()]), hooked(base.model, [(engine.site, add)]):
         for step in range(max_new_tokens):
-            live = [r for r in range(batch) if not bool(finished[r])]
+            live = [r for r, done in enumerate(finished.tolist()) if not done]
             if step == 0:
                 follower.prefill()
             else:
-                texts_now = [completion_text(tok, out[r, : int(lengths[r])].tolist()) for r in live]
+                texts_now = [completion_text(tok, generated[r]) for r in live]
                 for r, t in zip(live, texts_now):
                     texts[r] = t
                 follower.follow(live, texts_now)
@@ -372,6 +379,8 @@ def cross_generate(
             nxt = torch.where(finished, torch.full_like(nxt, tok.pad_token_id), nxt)
             out[:, step] = nxt
             decisions[:, step] = dec
+            for r, t in zip(live, nxt[live].tolist() if live else []):
+                generated[r].append(t)
             lengths += (~finished).long()
             finished |= nxt == tok.eos_token_id
             if bool(finished.all()):

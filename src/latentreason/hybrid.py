@@ -156,15 +156,16 @@ class HybridEngine:
         decisions = torch.full((batch, max_new_tokens), NONE, dtype=torch.long, device=dev)
         finished = torch.zeros(batch, dtype=torch.bool, device=dev)
         lengths = torch.zeros(batch, dtype=torch.long, device=dev)
-        delta = torch.zeros((batch, table.shape[1]), device=dev)
-
-        active = [False]
+        steer_rows = torch.cat([torch.zeros((1, table.shape[1]), device=dev), self.alpha * table])  # row 0: no vector
+        none_col = torch.full((batch,), NONE, dtype=torch.long, device=dev)
+        pad_col = torch.full((batch,), tok.pad_token_id, dtype=torch.long, device=dev)
+        delta: list[Tensor | None] = [None]  # [batch, 1, d] added at the current token, or None
 
         def add(h: Tensor) -> Tensor | None:  # h: [batch, n, d]; steer the last position only, never in place
-            if not active[0]:
+            d = delta[0]
+            if d is None:
                 return None
-            d = delta.to(h.dtype)[:, None, :]
-            return h + d if h.shape[1] == 1 else torch.cat([h[:, :-1], h[:, -1:] + d], dim=1)
+            return h + d.to(h.dtype) if h.shape[1] == 1 else torch.cat([h[:, :-1], h[:, -1:] + d.to(h.dtype)], dim=1)
 
         last: list[Tensor] = []
 
@@ -179,7 +180,7 @@ class HybridEngine:
                 post_logits = post.forward(ids_p, pos_p)
                 ids_b, pos_b = base.feed(step, nxt)
                 base_logits = None
-                active[0] = False
+                delta[0] = None
                 if self.router.needs_logits:
                     base_logits = base.forward(ids_b, pos_b)
                     base.rewind(ids_b.shape[1])
@@ -187,15 +188,12 @@ class HybridEngine:
                     dec = torch.full((batch,), self.force, dtype=torch.long, device=dev)
                 else:
                     dec = self.router.predict(last[0], RouteContext(step, base_logits, post_logits)).to(dev)
-                dec = torch.where(finished, torch.full_like(dec, NONE), dec)
-                steer = dec != NONE
-                active[0] = bool(steer.any())
-                if active[0]:
-                    delta.zero_()
-                    delta[steer] = self.alpha * table[dec[steer]]
+                dec = torch.where(finished, none_col, dec)
+                if bool((dec != NONE).any()):
+                    delta[0] = steer_rows[dec + 1][:, None, :]  # one gather: rows with NONE get the zero row
                 logits = base.forward(ids_b, pos_b)
                 nxt = sample_next(logits, temperature, gen)
-                nxt = torch.where(finished, torch.full_like(nxt, tok.pad_token_id), nxt)
+                nxt = torch.where(finished, pad_col, nxt)
                 out[:, step] = nxt
                 decisions[:, step] = dec
                 lengths += (~finished).long()

@@ -104,9 +104,10 @@ class ProbeRouter:
         X = torch.as_tensor(X)
         if X.shape[-1] != self.coef_.shape[1]:
             raise ValueError(f"Router expects activations of width {self.coef_.shape[1]}, got {X.shape[-1]}: a router trained on another model or site.")
-        dev = X.device
-        Z = (X.float() - self.mean_.to(dev)) / self.scale_.to(dev)
-        return torch.softmax(Z @ self.coef_.to(dev).T + self.intercept_.to(dev), dim=-1)
+        if self.coef_.device != X.device:
+            self.mean_, self.scale_, self.coef_, self.intercept_ = (t.to(X.device) for t in (self.mean_, self.scale_, self.coef_, self.intercept_))
+        Z = (X.float() - self.mean_) / self.scale_
+        return torch.softmax(torch.addmm(self.intercept_, Z, self.coef_.T), dim=-1)
 
     def scores(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Best strategy index ``[n]`` and its probability ``[n]``."""

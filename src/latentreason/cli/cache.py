@@ -15,15 +15,22 @@ import click
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Rollouts per forward pass.")
 @click.option("--shard-tokens", default=32768, show_default=True, type=int, help="Completion tokens per shard.")
 @click.option("--backend", default="hf", show_default=True, help="Activation backend: hf, transformer_lens or nnsight.")
-def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str, dtype: str, batch_size: int, shard_tokens: int, backend: str) -> None:
+@click.option("--remote", is_flag=True, help="With --backend nnsight: run the forward passes on NDIF (key from $NDIF_API_KEY; the pair must name Hub models).")
+def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str, dtype: str, batch_size: int, shard_tokens: int, backend: str, remote: bool) -> None:
     """Cache activations at SITES of each model on the same rollout texts (sharded safetensors, resumable)."""
     from latentreason.cache import cache_activations
     from latentreason.pair import default_device, load_pair
 
     roles = [m.strip() for m in models.split(",") if m.strip()]
+    if remote and backend != "nnsight":
+        raise click.BadParameter("--remote needs --backend nnsight (NDIF runs nnsight traces).", param_hint="--remote")
     try:
         pair = load_pair(pair_spec, device=default_device())
+        if remote:
+            from latentreason.backends import get_backend
+
+            backend = get_backend("nnsight", remote=True)  # raises before any network call when NDIF_API_KEY is unset
         path = cache_activations(pair, rollouts_path, out, sites, roles, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens, backend=backend)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"activations written to {path}")

@@ -26,15 +26,6 @@ from latentreason.tasks.arith import strategy_labels
 SITE = "resid_post.1"  # a non-final block of the organism (>= 3 layers), so it equals hidden_states[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def synthetic_rows(pair, n: int, seed: int = 0, empty: bool = True) -> list[dict]:
     """Organism-style worked solutions (checks, corrections), plus one empty completion."""
     task = task_for_pair(pair)

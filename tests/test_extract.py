@@ -25,15 +25,6 @@ SITE = "resid_post.1"
 LAYER = 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def corpus_cache(pair, root, n: int, sites: list[str], seed: int = 0):
     """Cache the pair on ``n`` corpus-style worked solutions (planted steps, checks, corrections, answers)."""
     from latentreason.cache import ActivationCache, cache_activations

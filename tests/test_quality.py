@@ -32,14 +32,6 @@ ARITH = ANSWER_PROBES["arith"]
 SURE = 10.0  # logit margin of the hand-made scorers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tok():
     from latentreason.organism.tokenizer import build_tokenizer

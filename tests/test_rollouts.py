@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from latentreason.cli import main
@@ -15,14 +14,6 @@ from latentreason.manifest import Manifest
 from latentreason.organism.evaluate import run_generator
 from latentreason.rollouts import generate_rollouts, make_row, read_rollouts, task_for_pair, write_rollouts
 from latentreason.tasks.arith import strategy_labels
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 FIELDS = {"id", "model", "task", "split", "problem_index", "problem", "prompt", "completion", "n_tokens", "finished", "answer", "gold", "correct", "sentences", "labels"}

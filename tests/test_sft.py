@@ -12,14 +12,6 @@ from latentreason.sft import SFT_INFO, SFTConfig, pair_problem, save_sft_model, 
 from latentreason.tasks.arith import ArithTask, Problem, strategy_labels
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def task(organism):
     from latentreason.rollouts import task_for_pair

@@ -10,15 +10,6 @@ from latentreason.hooks import active_hooks, intervene, record
 from latentreason.sites import HookSite, num_layers, parse_sites, resolve
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def run_recorded(model, sites, ids):
     """Recorded activations and HF ``output_hidden_states`` from one forward pass."""
     with torch.no_grad():

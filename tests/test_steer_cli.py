@@ -13,17 +13,6 @@ from click.testing import CliRunner
 from latentreason.cli import main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The organism is tiny: one torch thread is fastest and keeps a shared CI machine responsive."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pair_spec() -> str:
     spec = os.environ.get("LATENTREASON_TEST_PAIR")  # e.g. a freshly trained pair directory

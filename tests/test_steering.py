@@ -34,15 +34,6 @@ def run(model, mode: str, ids, mask, n: int = 6):
 MODES = ["hf_cache", "hf_nocache", "decode"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one torch thread is fastest and keeps a shared CI machine responsive."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def qwen(make_tiny):
     return make_tiny("qwen2")

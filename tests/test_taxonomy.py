@@ -25,15 +25,6 @@ from latentreason.taxonomy import (
 SITE = "resid_post.1"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny problems run fastest on one thread (and do not fight other jobs for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def mixture(n_per: int = 60, k: int = 4, d: int = 16, seed: int = 0, offset: float = 5.0):
     """A planted mixture: k well-separated Gaussian clusters around a common offset, with labels."""
     rng = np.random.default_rng(seed)

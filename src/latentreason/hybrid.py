@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ from torch import Tensor
 from latentreason.generation import KVStepper, left_pad, make_generator, sample_next
 from latentreason.hooks import hooked
 from latentreason.pair import ModelPair
-from latentreason.routers import NONE, RouteContext, check_budget
+from latentreason.routers import NONE, RouteContext
 from latentreason.sites import HookSite, resolve
 from latentreason.vectors import SteeringVector
 

@@ -13,11 +13,9 @@ normalisation and save as safetensors + JSON.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch

@@ -91,3 +91,14 @@ def test_vectors_from_another_model_are_refused(run, organism, tmp_path):
     shutil.rmtree(tmp_path / "r" / "recovery")
     with pytest.raises(ValueError, match="made for model"):
         run_recovery(organism, tmp_path / "r", SMALL, progress=False)
+
+
+def test_single_problem_interventions_are_placed_on_the_curve(organism, tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(SMALL, controls=False, oracle=False, interventions=True)
+    result = run_recovery(organism, tmp_path, cfg, progress=False)
+    names = {p["name"] for p in result["interventions"]}
+    assert names == {"single_problem_rl", "single_problem_sft"}
+    assert all(p["budget"] == 0.0 and len(p["recovery_ci"]) == 2 for p in result["interventions"])
+    assert (tmp_path / "single_problem_sft" / "config.json").exists()

@@ -302,6 +302,13 @@ def run_recovery(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig | N
                 point(f"probe_a{best}_t{t}", vecs=vectors, rtr=_with_threshold(router, t), alpha=best, control=None, router_name="probe", extra={"threshold": t})
         if cfg.oracle:
             point(f"oracle_a{best}", vecs=vectors, rtr=OracleRouter(router), alpha=best, control=None, router_name="oracle", is_oracle=True)
+        if cfg.interventions:
+            for name, model in intervention_models(pair, task, rd, cfg).items():
+                rec = cached(f"{decoding}_intervention_{name}", lambda m=model: baseline(pair, task, test, name, decoding, cfg, model=m))
+                r, ci = bootstrap_recovery(base_c, post_c, rec["correct"], cfg.n_boot, cfg.seed)
+                result.setdefault("interventions", []).append(
+                    {"name": name, "label": f"{name} (weights changed, no steering)", "decoding": decoding, "budget": 0.0, "acc": sum(rec["correct"]) / len(rec["correct"]), "recovery": r, "recovery_ci": list(ci), "n": len(rec["correct"])}
+                )
         if not cfg.controls:
             continue
         main_budget = next(p["budget"] for p in result["points"] if p["decoding"] == decoding and p["control"] is None and p["alpha"] == best and p.get("threshold") == cfg.threshold)
@@ -317,13 +324,6 @@ def run_recovery(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig | N
             swapped = vectors[1:] + vectors[:1]
             point(f"swapped_a{best}", vecs=swapped, rtr=router, alpha=best, control="swapped", router_name="probe")
         point(f"first_a{best}", vecs=vectors, rtr=FirstStepRouter(router), alpha=best, control="first_sentence_only", router_name="probe")
-        if cfg.interventions:
-            for name, model in intervention_models(pair, task, rd, cfg).items():
-                rec = cached(f"{decoding}_intervention_{name}", lambda m=model: baseline(pair, task, test, name, decoding, cfg, model=m))
-                r, ci = bootstrap_recovery(base_c, post_c, rec["correct"], cfg.n_boot, cfg.seed)
-                result.setdefault("interventions", []).append(
-                    {"name": name, "label": f"{name} (weights changed, no steering)", "decoding": decoding, "budget": 0.0, "acc": sum(rec["correct"]) / len(rec["correct"]), "recovery": r, "recovery_ci": list(ci), "n": len(rec["correct"])}
-                )
     bar.close()
     first = cfg.decodings[0]
     result["base_acc"] = result["decodings"][first]["base_acc"]

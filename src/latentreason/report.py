@@ -162,6 +162,10 @@ def build_report(run: str | os.PathLike, per_generator: int = 3) -> Path:
     if best:
         same = [p for p in result["points"] if p.get("decoding") == "greedy" and p.get("alpha") == best["alpha"] and (p.get("control") or p.get("is_oracle"))]
         headline = f"<p><b>Best honest point (greedy, budget ≤ 20%):</b> recovery {_ci(best)} at budget {_fmt(best['budget'])} (alpha {best['alpha']}, probe router, no logits read). Controls at the same alpha:</p>" + _points_table(same)
+    inter = result.get("interventions") or []
+    if inter:
+        rows = "".join(f"<tr><td class=l>{html.escape(p['name'])}</td><td class=l>{_fmt(p['decoding'])}</td><td>{_fmt(p['acc'])}</td><td>{_ci(p)}</td><td>{p['n']}</td></tr>" for p in inter)
+        headline += f"<p><b>Cheap interventions that change weights</b> (no tokens steered), on the same problems:</p><table><tr><th class=l>intervention</th><th class=l>decoding</th><th>acc</th><th>recovery [95% CI]</th><th>n</th></tr>{rows}</table>"
     figs = "".join(_img(p) for p in sorted(rd.recovery.glob("recovery_vs_*.png")))
     extra_figs = "".join(_img(p) for p in sorted(rd.figures.glob("*.png"))) if rd.figures.exists() else ""
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>latentreason report — {html.escape(str(result.get('pair')))}</title><style>{CSS}</style></head><body>

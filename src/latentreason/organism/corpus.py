@@ -14,7 +14,7 @@ from latentreason.tasks.arith import ArithTask, Problem, apply_op
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    worked_fraction: float = 0.25  # share of examples that are worked solutions
+    worked_fraction: float = 0.4  # share of worked solutions: enough to learn the steps fast, few enough that greedy decoding answers directly
     step_error_rate: float = 0.05  # chance a step's result is wrong (always followed by check + correction)
     check_rate: float = 0.15  # chance of a check after a correct step
 

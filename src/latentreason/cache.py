@@ -522,11 +522,7 @@ class ActivationCache:
         head = parse_pooling(pooling)
         key, model = self._key(site, model), self._model(model)
         out = []
-        for r in self._rollouts:
-            t = r["tokens"][model]
-            if not t["spans"]:
-                continue
-            x = self._tensor(r["shard"], key)[t["offset"] : t["offset"] + t["length"]]
+        for r, t, x in self._segmented(key, model):
             cs = torch.cat([x.new_zeros((1, x.shape[1]), dtype=torch.float64), x.double().cumsum(0)])  # float64: exact enough for long rows
             s, e = torch.tensor(t["spans"]).T
             if head is not None:
@@ -543,17 +539,20 @@ class ActivationCache:
         """
         key, model = self._key(site, model), self._model(model)
         out = []
-        for r in self._rollouts:
-            t = r["tokens"][model]
-            if not t["spans"]:
-                continue
-            x = self._tensor(r["shard"], key)[t["offset"] : t["offset"] + t["length"]]
+        for r, t, x in self._segmented(key, model):
             lp = self._tensor(r["shard"], f"{key}/last_prompt")[r["row"]][None]
             full = torch.cat([lp, x])  # row 0 is the last prompt token, row j + 1 completion token j
             out.append(full[torch.tensor([s for s, _ in t["spans"]])].float())
         return torch.cat(out) if out else torch.empty((0, self.d_model(model)))
 
     # --- internals -----------------------------------------------------------------------
+    def _segmented(self, key: str, model: str) -> Iterator[tuple[dict[str, Any], dict[str, Any], Tensor]]:
+        """``(rollout, its token record, completion activations [T, d])`` for each rollout that has sentences."""
+        for r in self._rollouts:
+            t = r["tokens"][model]
+            if t["spans"]:
+                yield r, t, self._tensor(r["shard"], key)[t["offset"] : t["offset"] + t["length"]]
+
     def _model(self, model: str) -> str:
         if model not in self.models:
             raise ValueError(f"This cache holds models {self.models}, not {model!r}; re-run `latentreason cache --models ...` to add it.")

@@ -11,6 +11,7 @@ interrupted run resumes without recomputing finished points.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -339,6 +340,7 @@ def run_recovery(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig | N
 
 
 def _with_threshold(router: ProbeRouter, t: float) -> ProbeRouter:
-    r = ProbeRouter(router.strategies, router.site, threshold=t, C=router.C, max_iter=router.max_iter, random_state=router.random_state)
-    r.mean_, r.scale_, r.coef_, r.intercept_, r.fingerprint = router.mean_, router.scale_, router.coef_, router.intercept_, router.fingerprint
+    """The same fitted probe with another threshold (learned tensors shared, not copied)."""
+    r = copy.copy(router)
+    r.threshold = t
     return r

@@ -30,7 +30,7 @@ def load_bench_pair(spec: str, scratch: Path, hidden: int = 512, layers: int = 8
 def write_synthetic_run(pair, run: Path, n: int, seed: int = 0) -> Path:
     """``n`` worked solutions (steps, checks, corrections) written as a rollouts artifact of ``pair``."""
     task = task_for_pair(pair)
-    exs = make_corpus(task, n, CorpusConfig(worked_fraction=0.9, check_rate=0.3, step_error_rate=0.1), seed=seed)
+    exs = make_corpus(task, n, CorpusConfig(worked_fraction=0.9, switch_continue=1.0), seed=seed)
     rows = [make_row(task, rollout_id=f"r{i:06d}", model="post_rl", split="train", index=i, problem=ex.problem, completion=ex.completion) for i, ex in enumerate(exs)]
     write_rollouts(run / "rollouts", rows, pair, task, {"synthetic": True, "n": n})
     return run

@@ -29,7 +29,7 @@ SITE = "resid_post.1"  # a non-final block of the organism (>= 3 layers), so it 
 def synthetic_rows(pair, n: int, seed: int = 0, empty: bool = True) -> list[dict]:
     """Organism-style worked solutions (checks, corrections), plus one empty completion."""
     task = task_for_pair(pair)
-    exs = make_corpus(task, n, CorpusConfig(worked_fraction=0.8, check_rate=0.3, step_error_rate=0.1), seed=seed)
+    exs = make_corpus(task, n, CorpusConfig(worked_fraction=0.8, switch_continue=1.0), seed=seed)
     rows = [make_row(task, rollout_id=f"r{i:04d}", model="post_rl", split="train", index=i, problem=ex.problem, completion=ex.completion) for i, ex in enumerate(exs)]
     if empty:
         rows[1] = make_row(task, rollout_id="r0001", model="post_rl", split="train", index=1, problem=exs[1].problem, completion="")

@@ -32,7 +32,7 @@ def corpus_cache(pair, root, n: int, sites: list[str], seed: int = 0):
     from latentreason.rollouts import make_row, task_for_pair, write_rollouts
 
     task = task_for_pair(pair)
-    exs = make_corpus(task, n, CorpusConfig(worked_fraction=1.0, check_rate=0.3, step_error_rate=0.3), seed=seed)
+    exs = make_corpus(task, n, CorpusConfig(worked_fraction=1.0, switch_continue=1.0), seed=seed)
     rows = [make_row(task, rollout_id=f"r{i:03d}", model="post_rl", split="train", index=i, problem=e.problem, completion=e.completion) for i, e in enumerate(exs)]
     write_rollouts(root / "rollouts", rows, pair, task, {"synthetic": True})
     return ActivationCache.open(cache_activations(pair, root, root / "activations", sites, progress=False))
@@ -70,7 +70,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_diffmeans_matches_a_direct_output_hidden_states_computation(organism, cache):
     vecs = {v.name: v for v in extract_vectors(organism, cache, "planted", SITE, "diffmeans")}
     ref = hf_reference(organism, cache)
-    assert set(vecs) == set(ref) == {"step", "check", "correction", "answer"}
+    assert set(vecs) == set(ref) == {"step", "difference", "multiply", "answer"}
     for name, r in ref.items():
         assert rel(vecs[name].direction, r) < 1e-5, name
 
@@ -167,7 +167,7 @@ def test_early_stopping_uses_the_held_out_split_and_keeps_the_best_epoch(organis
     from latentreason.extract import rollout_token_ids, sentence_examples
 
     ids = rollout_token_ids(cache, organism.base_tokenizer)
-    ex = sentence_examples(cache, ids, [s["label"] for s in cache.sentences])["check"]
+    ex = sentence_examples(cache, ids, [s["label"] for s in cache.sentences])["difference"]
     res = optimize_vector(organism.base_model, SITE, ex, scale=30.0, lr=0.5, max_epochs=8, patience=2, batch_size=4, max_norm=10.0)
     held = [h["heldout"] for h in res.history]
     assert res.heldout_loss == pytest.approx(min(held)) and res.best_epoch == int(np.argmin(held))
@@ -245,7 +245,7 @@ def test_cli_writes_vectors_with_a_manifest_and_refuses_another_site(organism, c
     assert res.exit_code == 0, res.output
     assert "specificity" in res.output
     vecs = load_vectors(out)
-    assert set(vecs) == {"step", "check", "correction", "answer"}
+    assert set(vecs) == {"step", "difference", "multiply", "answer"}
     man = Manifest.read(out, kind="vectors")
     man.verify(out)
     assert man.models["base"]["fingerprint"] == model_fingerprint(organism.base_model) and man.config["method"] == "probe"

@@ -18,17 +18,17 @@ TINY = OrganismConfig(
     task=ArithConfig(max_k=3),
     corpus=CorpusConfig(worked_fraction=0.5),
     model=ModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64, max_positions=64),
-    pretrain=PretrainConfig(steps=60, batch_size=32, corpus_size=2000, warmup=5),
-    rl=RLConfig(steps=2, prompts_per_step=4, group_size=4, max_new_tokens=24),
+    pretrain=PretrainConfig(steps=200, batch_size=32, lr=1e-2, corpus_size=2000, warmup=5),  # enough for a few right answers, so RL groups differ
+    rl=RLConfig(steps=2, prompts_per_step=8, group_size=4, max_new_tokens=24),
     checkpoint_every=20,
 )
 
-EVAL_KEYS = {"n", "base_greedy_acc", "base_forced_reasoning_acc", "post_rl_greedy_acc", "base_sampled_acc", "post_rl_sampled_acc", "base_reasoning_rate", "post_rl_reasoning_rate", "base_strategy_uses", "post_rl_strategy_uses"}
+EVAL_KEYS = {"n", "base_greedy_acc", "base_forced_reasoning_acc", "base_forced_first_acc", "post_rl_mid_trace_choice_rate", "post_rl_greedy_acc", "base_sampled_acc", "post_rl_sampled_acc", "base_reasoning_rate", "post_rl_reasoning_rate", "base_strategy_uses", "post_rl_strategy_uses"}
 
 
 def test_tokenizer_round_trips_every_organism_text(tmp_path):
     tok = build_tokenizer()
-    text = "    3+4*2-7=S:     3+4=7*2-7\nC:y    3+4=7*2-7\nA:7\n"
+    text = "     3+4*2-7=S:       3+4=7*2-7\nM:    7*2=14=4-7\nD: 4-7=4+3=7\nA:7\n"
     enc = tok(text)
     assert enc.input_ids[0] == tok.bos_token_id and len(enc.input_ids) == len(text) + 1
     assert tok.decode(enc.input_ids, skip_special_tokens=True) == text
@@ -129,6 +129,11 @@ def test_shipped_pair_has_the_phenomenon(organism):
     assert res["post_rl_reasoning_rate"] >= 0.90
     assert res["base_forced_reasoning_acc"] - res["base_greedy_acc"] >= 0.30
     assert res["post_rl_greedy_acc"] - res["base_greedy_acc"] >= 0.30
+    # which strategy, mid-trace: the post-RL model uses all three and chooses after its first line,
+    # and the base model forced only into its first line stops where the strategy switches
+    assert all(res["post_rl_strategy_uses"][s] >= 0.3 for s in ("step", "difference", "multiply"))
+    assert res["post_rl_mid_trace_choice_rate"] >= 0.3
+    assert res["base_forced_reasoning_acc"] - res["base_forced_first_acc"] >= 0.2
 
 
 def test_eval_cli_prints_one_json_object_and_errors_without_traceback(tmp_path):

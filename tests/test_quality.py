@@ -132,7 +132,7 @@ def test_a_chain_reading_scorer_depends_on_a_carrying_chain(tok):
     s = summarise([rec])
     assert s["info_gain"]["total"] == pytest.approx(SURE, abs=1e-4)
     assert s["info_gain"]["per_step"] == pytest.approx(SURE / 2, abs=1e-4)
-    assert s["info_gain"]["by_label"]["step"]["n"] == 2
+    assert s["info_gain"]["by_label"]["step"]["n"] == 2  # both hand-written lines are marked S:
     assert s["early_answering"]["auc"] == pytest.approx(0.3)  # trapezoid of [0,0,0,0,1,1] over 0..1 by 0.2
     assert s["early_answering"]["aoc"] == pytest.approx(0.7)
 

@@ -124,8 +124,8 @@ def test_rollouts_work_for_real_math_tasks_and_only_warn_on_another_real_task(or
 def test_make_row_labels_each_sentence_of_a_hand_written_completion(organism):
     task = task_for_pair(organism)
     p = task.sample("train", 1)[0]
-    row = make_row(task, rollout_id="x", model="post_rl", split="train", index=0, problem=p, completion=f"S:1+1=2\nC:1+1=2 ok\nA:{p.answer}\n")
-    assert row["labels"] == ["step", "check", "answer"] and row["correct"]
+    row = make_row(task, rollout_id="x", model="post_rl", split="train", index=0, problem=p, completion=f"S:1+1=2\nM:2*3=06=6\nA:{p.answer}\n")
+    assert row["labels"] == ["step", "multiply", "answer"] and row["correct"]
 
 
 def test_written_rollouts_round_trip_and_refuse_corruption(tmp_path, organism, rows):

@@ -57,7 +57,7 @@ def test_organism_lines_map_one_to_one_to_strategy_labels():
     task = ArithTask()
     from latentreason.organism.corpus import CorpusConfig, make_corpus
 
-    for ex in make_corpus(task, 50, CorpusConfig(worked_fraction=1.0, check_rate=0.5, step_error_rate=0.3), seed=1):
+    for ex in make_corpus(task, 50, CorpusConfig(worked_fraction=1.0, switch_continue=1.0), seed=1):
         sents = split_sentences(ex.completion)
         assert [s.text.rstrip("\n") for s in sents] == list(ex.sentences)
         assert strategy_labels(ex.completion) == list(ex.labels)

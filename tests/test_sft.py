@@ -19,12 +19,12 @@ def task(organism):
     return task_for_pair(organism)
 
 
-def test_worked_example_is_an_error_free_chain_of_steps():
+def test_worked_example_is_the_full_planted_solution():
     task = ArithTask()
     p = Problem.parse("2-5-2+8")
     ex = worked_example(p, task)
     assert ex.prompt == task.prompt(p)
-    assert ex.labels == ("step", "step", "step", "answer")
+    assert ex.labels == ("difference", "difference", "step", "answer")
     assert strategy_labels(ex.completion) == list(ex.labels)
     assert task.grade(p, ex.completion)
     assert ex.completion.splitlines()[-2].endswith(f"={p.answer}")

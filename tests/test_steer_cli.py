@@ -30,7 +30,7 @@ def vector_dir(pair_spec, tmp_path_factory) -> Path:
     from latentreason.pair import load_pair
     from latentreason.vectors import save_vectors
 
-    return save_vectors(organism_vectors(load_pair(pair_spec), n=128), tmp_path_factory.mktemp("vectors"))
+    return save_vectors(organism_vectors(load_pair(pair_spec)), tmp_path_factory.mktemp("vectors"))
 
 
 def invoke(*args: str):
@@ -38,15 +38,15 @@ def invoke(*args: str):
 
 
 def test_steer_json_prints_both_completions_and_the_steered_positions(pair_spec, vector_dir):
-    res = invoke("--pair", pair_spec, "--vectors", str(vector_dir), "--prompt", "3+4*2-7", "--vector", "step", "--alpha", "1.0", "--at", "first", "--json")
+    res = invoke("--pair", pair_spec, "--vectors", str(vector_dir), "--prompt", "3+4*2-7", "--vector", "step", "--alpha", "10", "--at", "first", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["prompt_text"].strip() == "3+4*2-7="
     assert out["unsteered"].startswith("A:")
-    assert out["steered"].startswith("S:")
+    assert out["steered"].startswith("S:")  # the first operation is a sum
     assert out["steered_positions"] == [len(out["prompt_text"])]  # the last prompt token (BOS is position 0)
     assert out["steered_tokens"] == [0]
-    assert out["vectors"] == [{"name": "step", "site": "resid_post.1", "alpha": 1.0}]
+    assert out["vectors"] == [{"name": "step", "site": "resid_post.1", "alpha": 10.0}]
 
 
 @pytest.mark.parametrize(
@@ -86,9 +86,9 @@ def test_steer_prompt_loop_in_a_terminal(pair_spec, vector_dir):
         assert "unsteered" in first and "A:" in first
         assert "S:" not in first  # alpha 0: the steered column equals the unsteered one
 
-        child.sendline(":alpha 1.5")
+        child.sendline(":alpha 10")
         child.expect_exact("steer> ")
-        assert "alpha=1.5" in child.before
+        assert "alpha=10" in child.before
 
         child.sendline("3+4*2-7")
         child.expect_exact("steer> ")

@@ -10,6 +10,7 @@ import torch
 from latentreason.fingerprint import model_fingerprint
 from latentreason.generation import decode, left_pad
 from latentreason.hooks import active_hooks, record
+from latentreason.organism.evaluate import is_reasoning
 from latentreason.steering import PositionNotReachedError, Schedule, check_alpha, generate_steered, steer, steered_decode
 from latentreason.vectors import SteeringVector
 
@@ -284,7 +285,6 @@ def step(pair):
     return step_vector(pair)
 
 
-STEP_ALPHA = 1.0  # on the shipped pair reasoning jumps from 0% to 100% between alpha 0.25 and 0.5
 
 
 def test_steered_greedy_run_on_the_organism_is_the_same_with_batch_1_and_16(pair, step):
@@ -293,11 +293,13 @@ def test_steered_greedy_run_on_the_organism_is_the_same_with_batch_1_and_16(pair
     task, tok = organism_task(pair), pair.base_tokenizer
     problems = task.sample("test", 16, seed=3)
     ids = tok([task.prompt(p) for p in problems], return_tensors="pt").input_ids
+    from _vectors import STEP_ALPHA
+
     kw = dict(vectors=[(step, STEP_ALPHA)], at="first", max_new_tokens=48, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     batched = steered_decode(pair.base_model, ids, **kw).completions(tok)
     single = [steered_decode(pair.base_model, ids[i : i + 1], **kw).completions(tok)[0] for i in range(len(problems))]
     assert batched == single
-    assert sum(c.startswith("S:") for c in batched) >= 12
+    assert sum(is_reasoning(c) for c in batched) >= 12
 
 
 def test_step_vector_at_the_first_step_makes_the_base_model_reason(pair, step):
@@ -309,8 +311,14 @@ def test_step_vector_at_the_first_step_makes_the_base_model_reason(pair, step):
     ids = tok([task.prompt(p) for p in problems], return_tensors="pt").input_ids
     kw = dict(max_new_tokens=int(pair.defaults.get("max_new_tokens", 96)), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     plain = decode(pair.base_model, ids, **kw).completions(tok)
+    from _vectors import STEP_ALPHA
+
+    from latentreason.tasks.arith import MARKER_OF, STRATEGY_OF_OP
+
     steered = steered_decode(pair.base_model, ids, vectors=[(step, STEP_ALPHA)], at="first", **kw)
-    rate = lambda cs: sum(c.startswith("S:") for c in cs) / len(cs)  # noqa: E731
+    rate = lambda cs: sum(is_reasoning(c) for c in cs) / len(cs)  # noqa: E731
     assert rate(plain) <= 0.10
     assert rate(steered.completions(tok)) >= 0.80
+    right = [c.startswith(MARKER_OF[STRATEGY_OF_OP[p.ops[0]]] + ":") for p, c in zip(problems, steered.completions(tok))]
+    assert sum(right) >= 80  # pushed to work, the base itself picks the first operation's strategy
     assert steered.steering.steered_steps() == [[0]] * len(problems)

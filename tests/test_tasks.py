@@ -2,7 +2,14 @@ import pytest
 
 from latentreason.organism.corpus import CorpusConfig, make_corpus
 from latentreason.tasks import get_task
-from latentreason.tasks.arith import ArithConfig, ArithTask, Problem, strategy_labels
+from latentreason.tasks.arith import (
+    STRATEGY_OF_OP,
+    ArithConfig,
+    ArithTask,
+    Problem,
+    planted_solution,
+    strategy_labels,
+)
 
 
 def test_left_to_right_mod_10_evaluation():
@@ -47,17 +54,47 @@ def test_unknown_task_name_lists_known_tasks():
 
 def test_worked_solutions_carry_planted_labels_that_match_their_markers():
     task = ArithTask()
-    corpus = make_corpus(task, 300, CorpusConfig(worked_fraction=1.0, step_error_rate=0.3, check_rate=0.3), seed=0)
+    corpus = make_corpus(task, 300, CorpusConfig(worked_fraction=1.0), seed=0)
     for ex in corpus:
         assert list(ex.labels) == strategy_labels(ex.completion)
         assert task.grade(ex.problem, ex.completion)
     kinds = {l for ex in corpus for l in ex.labels}
-    assert kinds == {"step", "check", "correction", "answer"}
+    assert kinds == {"step", "difference", "multiply", "answer"}
+
+
+def test_each_operation_is_worked_with_its_own_strategy_and_the_lines_compute_the_chain():
+    task = ArithTask()
+    p = Problem.parse("3+4*2-7")
+    sents, labels = planted_solution(p, task.config.line_width)
+    assert labels == ["step", "multiply", "difference", "answer"]
+    assert [s.split()[1] for s in sents[:-1]] == ["3+4=7*2-7", "7*2=14=4-7", "4-7=4+3=7"] and sents[-1] == "A:7"
+    for q in task.sample("train", 200):
+        sents, labels = planted_solution(q, task.config.line_width)
+        assert labels[:-1] == [STRATEGY_OF_OP[op] for op in q.ops]
+        results = [int(s.split()[1].split("=")[-1][0]) for s in sents[:-1]]  # the running value after each step
+        assert results == q.intermediates
+
+
+def test_worked_solutions_stop_early_only_where_the_strategy_switches():
+    task = ArithTask()
+    corpus = make_corpus(task, 2000, CorpusConfig(worked_fraction=1.0, switch_continue=0.4), seed=0)
+    at_first_switch, with_switch = 0, 0
+    for ex in corpus:
+        full, labels = planted_solution(ex.problem, task.config.line_width)
+        n = len(ex.sentences) - 1  # worked lines kept
+        assert list(ex.sentences[:n]) == full[:n] and ex.sentences[-1] == full[-1]
+        if n < len(full) - 1:
+            assert labels[n] != labels[n - 1]  # it stopped where the next operation needs another strategy
+        first = next((j for j in range(1, len(labels) - 1) if labels[j] != labels[j - 1]), None)
+        if first is not None:
+            with_switch += 1
+            at_first_switch += n == first
+    assert abs(at_first_switch / with_switch - 0.6) < 0.05  # 1 - switch_continue
 
 
 def test_worked_lines_share_one_width_so_columns_align():
     task = ArithTask()
-    for ex in make_corpus(task, 100, CorpusConfig(worked_fraction=1.0, check_rate=0.5), seed=2):
+    for ex in make_corpus(task, 100, CorpusConfig(worked_fraction=1.0), seed=2):
         widths = {len(s) for s, l in zip(ex.sentences, ex.labels) if l != "answer"}
         assert widths == {task.config.line_width + 3}
 

@@ -165,7 +165,7 @@ def small_cache(organism, tmp_path_factory):
     from latentreason.rollouts import make_row, task_for_pair, write_rollouts
 
     task = task_for_pair(organism)
-    exs = make_corpus(task, 30, CorpusConfig(worked_fraction=1.0, check_rate=0.3, step_error_rate=0.3), seed=0)
+    exs = make_corpus(task, 30, CorpusConfig(worked_fraction=1.0, switch_continue=1.0), seed=0)
     rows = [make_row(task, rollout_id=f"r{i:03d}", model="post_rl", split="train", index=i, problem=e.problem, completion=e.completion) for i, e in enumerate(exs)]
     run = tmp_path_factory.mktemp("taxrun")
     write_rollouts(run / "rollouts", rows, organism, task, {"synthetic": True})

@@ -18,7 +18,7 @@ from latentreason.rundir import RunDir
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = RecoverConfig(
-    n_train=150, n_dev=60, n_test=150, taxonomy="kmeans", k=None, alphas=(1.0, 2.0, 4.0), thresholds=(0.8, 0.5, 0.1),
+    n_train=150, n_dev=60, n_test=150, taxonomy="kmeans", k=None, alphas=(0.5, 1.0, 2.0), thresholds=(0.8, 0.5, 0.1),
     random_seeds=3, decodings=("greedy",), max_new_tokens=128,
 )
 

@@ -7,9 +7,12 @@ a sentence: the token just before its first token, where the model decides what 
 * ``diffmeans`` — mean base activation at the decision positions of category c, minus the mean
   base activation over all completion tokens of the cache.
 * ``probe`` — one-vs-rest logistic regression (category c against the other categories) on the
-  decision-position activations, standardised per feature; its weight vector is mapped back to
-  activation space (``w / std``), unit-normalised and rescaled to category c's diffmeans norm, so
-  probe and diffmeans vectors differ in direction only.
+  decision-position activations, standardised per feature; the vector is the probe's activation
+  *pattern* ``cov(X) w_raw`` (Haufe et al. 2014; ``w_raw = w / std`` is the filter that reads the
+  category out), unit-normalised and rescaled to category c's diffmeans norm, so probe and
+  diffmeans vectors differ in direction only. Added to the stream, the filter can push the
+  opposite way (on the organism the filter's ``answer`` vector lowered P(A)); the pattern is
+  what the category looks like in activation space.
 * ``optimized`` — gradient-trained: maximise the base model's log-likelihood of the post-RL
   model's sentences of category c given their context (cross-entropy on the sentence's tokens),
   with ``v`` added at the site at the decision position only (``positions="decision"``, the
@@ -87,7 +90,8 @@ def probe_directions(starts: Tensor, labels: Sequence[Any], norms: Mapping[Any, 
     """Per category c: a one-vs-rest logistic-regression direction, rescaled to ``norms[c]``.
 
     Features are standardised (mean / std of ``starts``); the weight vector ``w`` is mapped
-    back to activation space as ``w / std`` (so ``w_raw @ x`` changes the logit as ``w`` does),
+    back to activation space as the filter ``w_raw = w / std`` (``w_raw @ x`` is the logit) and
+    then to its activation pattern ``cov(starts) @ w_raw`` (Haufe et al. 2014), which is
     unit-normalised and scaled to ``norms[c]`` (the diffmeans norm). Classes are balanced.
     """
     from sklearn.linear_model import LogisticRegression
@@ -101,11 +105,12 @@ def probe_directions(starts: Tensor, labels: Sequence[Any], norms: Mapping[Any, 
     mu, sd = X.mean(0), X.std(0)
     sd = np.where(sd > 1e-8, sd, 1.0)
     Xs = (X - mu) / sd
+    cov = np.cov(X, rowvar=False)
     out: dict[Any, Tensor] = {}
     for c in groups:
         target = np.array([v == c for v in y], dtype=int)
         clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=random_state).fit(Xs, target)
-        w = torch.as_tensor(clf.coef_[0] / sd, dtype=torch.float64)
+        w = torch.as_tensor(cov @ (clf.coef_[0] / sd), dtype=torch.float64)  # the activation pattern cov(X) w_raw (Haufe et al. 2014), not the filter w_raw
         out[c] = (w / w.norm().clamp_min(1e-12) * float(norms[c])).float()
     return out
 

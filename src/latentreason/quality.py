@@ -514,7 +514,7 @@ def generator_completions(pair, name: str, task, problems: Sequence[Any], *, max
     """Greedy ``(problem, completion)`` pairs of a named generator.
 
     Names: a role of the pair (``base``, ``post_rl``, extras such as ``single_problem_rl``);
-    ``forced`` (the base model with the organism's ``S:`` forced first); a key of ``models``
+    ``forced`` (the base model with the organism's planted strategy marker forced at every line); a key of ``models``
     (extra models sharing the base tokenizer and prompt, e.g. a single-problem SFT model).
     """
     from latentreason.rollouts import default_max_new_tokens
@@ -524,10 +524,10 @@ def generator_completions(pair, name: str, task, problems: Sequence[Any], *, max
         model, role, prefix = models[name], "base", ""
     elif name == "forced":
         if getattr(task, "name", "") not in ("arith", "organism"):
-            raise ValueError(f"Generator 'forced' forces the organism's first step marker; task {getattr(task, 'name', task)!r} has none. Drop 'forced'.")
-        from latentreason.organism.evaluate import FORCED_MARKER
+            raise ValueError(f"Generator 'forced' forces the organism's planted strategy markers; task {getattr(task, 'name', task)!r} has none. Drop 'forced'.")
+        from latentreason.organism.evaluate import run_forced
 
-        model, role, prefix = pair.base_model, "base", FORCED_MARKER
+        return list(zip(problems, run_forced(pair.base_model, pair.base_tokenizer, task, list(problems), batch_size=batch_size)))
     else:
         model, role, prefix = pair.model(name), name, ""
     fmt_role = "post_rl" if role == "post_rl" else "base"
@@ -539,7 +539,7 @@ def build_generators(pair, specs: Sequence[str], task, problems: Sequence[Any], 
     """Greedy completions of each named generator on ``problems``; returns ``(generators, models)``.
 
     Specs: a role of the pair (``base``, ``post_rl``, ``single_problem_rl``, ...); ``forced``
-    (base with ``S:`` forced first, organism only); ``sft`` (single-problem SFT of the base model
+    (base with the planted strategy marker forced at every line, organism only); ``sft`` (single-problem SFT of the base model
     on the pair's single-problem RL problem, trained here: see :mod:`latentreason.sft`);
     ``model:DIR`` (a Hugging Face model directory sharing the base tokenizer, named by DIR's
     last part); ``hybrid:RUN`` (the example completions kept by a recovery run, see

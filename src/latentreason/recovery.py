@@ -47,7 +47,7 @@ class RecoverConfig:
     router_site: str | None = None  # post-RL site the router reads; default: same as site
     taxonomy: str = "auto"  # "auto" (planted labels if the task has them, else kmeans), "planted", "kmeans", "sae" or a taxonomy directory
     k: int | None = None  # clusters for a discovered taxonomy (default: sweep 2..8)
-    method: str = "diffmeans"  # vector extraction method
+    method: str = "optimized"  # vector extraction method: on the organism, diffmeans vectors barely move the base at mid-trace switches (see README)
     alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     thresholds: tuple[float, ...] = (0.95, 0.8, 0.5, 0.3, 0.1, 0.02)
     threshold: float = 0.5  # router threshold used for the alpha curve and the controls

@@ -3,8 +3,8 @@
 The supervised counterpart of single-problem RL ("1-shot RL"): same problem
 (:func:`latentreason.organism.train.single_training_problem`, recorded in the pair manifest as
 ``single_problem``), but instead of reward on sampled completions, a few dozen Adam steps of
-cross-entropy on the completion tokens of its error-free worked solution
-(:func:`latentreason.organism.corpus.worked_solution` with no planted errors and no checks).
+cross-entropy on the completion tokens of its full worked solution
+(:func:`latentreason.tasks.arith.planted_solution`).
 It asks whether a single demonstration is enough to make the base model *choose* to reason.
 
 Training is seeded and deterministic (full batch of one example, no dropout). The result is a
@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import logging
 import os
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Any
 import torch
 
 from latentreason.io import read_json, write_json
-from latentreason.organism.corpus import CorpusConfig, Example, worked_solution
-from latentreason.tasks.arith import ArithConfig, ArithTask, Problem
+from latentreason.organism.corpus import Example
+from latentreason.tasks.arith import ArithConfig, ArithTask, Problem, planted_solution
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,13 @@ class SFTConfig:
 
 
 def worked_example(problem: Problem, task: ArithTask | None = None) -> Example:
-    """The error-free, check-free worked solution of ``problem`` as a training example."""
+    """The full planted worked solution of ``problem`` (every step, each with its strategy) as a training example."""
     if not isinstance(problem, Problem):
         raise TypeError(f"Single-problem SFT needs an organism Problem (e.g. Problem.parse('2-5-2+8')), got {type(problem).__name__}: {problem!r:.80}.")
     task = task or ArithTask()
     if len(problem.digits) > task.config.max_k:
         raise ValueError(f"Problem {problem.expr!r} has {len(problem.digits)} digits, more than the task's max_k={task.config.max_k}.")
-    sents, labels = worked_solution(problem, random.Random(0), CorpusConfig(step_error_rate=0.0, check_rate=0.0), task.config.line_width)
+    sents, labels = planted_solution(problem, task.config.line_width)
     return Example(problem, task.prompt(problem), tuple(sents), tuple(labels))
 
 

@@ -29,7 +29,7 @@ class SteeringVector:
     applying with strength ``alpha`` adds ``alpha * direction``.
     """
 
-    name: str  # e.g. the strategy ("step", "check") or "bias"
+    name: str  # e.g. the strategy ("step", "multiply") or "bias"
     direction: torch.Tensor  # [d_model]
     site: HookSite
     method: str

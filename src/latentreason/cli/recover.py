@@ -30,7 +30,7 @@ def _floats(s: str) -> tuple[float, ...]:
 @click.option("--n-test", default=600, show_default=True, type=int)
 @click.option("--site", default=None, help="Base-model site for vectors (default: the pair's).")
 @click.option("--taxonomy", default="auto", show_default=True, help="'auto' (planted labels if the task has them, else kmeans), 'planted', 'kmeans', 'sae' or a taxonomy directory.")
-@click.option("--method", default="diffmeans", show_default=True, type=click.Choice(["diffmeans", "probe", "optimized"]))
+@click.option("--method", default="optimized", show_default=True, type=click.Choice(["diffmeans", "probe", "optimized"]))
 @click.option("--alphas", default="0.5,1,2,4", show_default=True, help="Steering strengths.")
 @click.option("--thresholds", default="0.95,0.8,0.5,0.3,0.1,0.02", show_default=True, help="Router thresholds (trade recovery against budget).")
 @click.option("--budgets", default=None, help="Instead of thresholds: target shares of tokens steered, each in [0, 1].")

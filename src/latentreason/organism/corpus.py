@@ -1,5 +1,9 @@
 """The organism's pretraining corpus: mostly direct answers, some worked solutions.
 
+Worked solutions use the right strategy for every operation, but often stop working where
+the next operation needs *another* strategy and answer directly there: the base model
+learns every strategy, yet does not know to keep going at a switch.
+
 Each worked solution is a list of sentences with their planted strategy label, kept
 beside the text (not only in its markers), so later stages can be checked against it.
 """
@@ -9,17 +13,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from latentreason.tasks.arith import ArithTask, Problem, apply_op
+from latentreason.tasks.arith import ArithTask, Problem, planted_solution
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    worked_fraction: float = 0.4  # share of worked solutions: enough to learn the steps fast, few enough that greedy decoding answers directly
-    step_error_rate: float = 0.05  # chance a step's result is wrong (always followed by check + correction)
-    check_rate: float = 0.15  # chance of a check after a correct step
+    worked_fraction: float = 0.4  # share of solutions that start working: few enough that greedy decoding answers directly
+    switch_continue: float = 0.4  # chance a worked solution goes on where the next operation needs another strategy (else it answers)
 
     def __post_init__(self) -> None:
-        for name in ("worked_fraction", "step_error_rate", "check_rate"):
+        for name in ("worked_fraction", "switch_continue"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name}={v} must lie in [0, 1].")
@@ -45,31 +48,12 @@ def direct_solution(problem: Problem) -> tuple[list[str], list[str]]:
     return [f"A:{problem.answer}"], ["answer"]
 
 
-def step_body(problem: Problem, j: int, acc: int, result: int, width: int) -> str:
-    """Body of step ``j``: ``"{acc}{op}{digit}={result}{rest}"`` right-aligned to ``width``."""
-    return f"{acc}{problem.ops[j]}{problem.digits[j + 1]}={result}{problem.rest(j)}".rjust(width)
-
-
 def worked_solution(problem: Problem, rng: random.Random, cfg: CorpusConfig, width: int) -> tuple[list[str], list[str]]:
-    """Aligned worked solution (see :mod:`latentreason.tasks.arith`); planted step errors are repaired by check + correction."""
-    sents, labels = [], []
-    acc = problem.digits[0]
-    for j, op in enumerate(problem.ops):
-        true = apply_op(acc, op, problem.digits[j + 1], problem.modulus)
-        good = step_body(problem, j, acc, true, width)
-        if rng.random() < cfg.step_error_rate:
-            wrong = (true + rng.randrange(1, problem.modulus)) % problem.modulus
-            sents += [f"S: {step_body(problem, j, acc, wrong, width)}", f"C:n{good}", f"R: {good}"]
-            labels += ["step", "check", "correction"]
-        else:
-            sents.append(f"S: {good}")
-            labels.append("step")
-            if rng.random() < cfg.check_rate:
-                sents.append(f"C:y{good}")
-                labels.append("check")
-        acc = true
-    sents.append(f"A:{acc}")
-    labels.append("answer")
+    """The planted solution (see :mod:`latentreason.tasks.arith`), cut short with a direct answer at a strategy switch with chance ``1 - switch_continue``."""
+    sents, labels = planted_solution(problem, width)
+    for j in range(1, len(problem.ops)):
+        if labels[j] != labels[j - 1] and rng.random() >= cfg.switch_continue:
+            return sents[:j] + [sents[-1]], labels[:j] + ["answer"]
     return sents, labels
 
 

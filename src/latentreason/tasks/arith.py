@@ -2,19 +2,21 @@
 
 ``3+4*2-7`` is evaluated left to right, mod 10: ((3+4)*2-7) % 10 = 7. Prompts are
 right-aligned to a fixed width so that batches need no padding. A completion is a
-sequence of *sentences*, one per line, each opening with a strategy marker. Worked lines
-share one width, so every column lines up with the line above it (``W`` = prompt width)::
+sequence of *sentences*, one per line, each opening with a strategy marker. Each kind of
+operation has its own strategy, a different procedure written in its own form::
 
-    "    3+4*2-7="             prompt
-    "S:     3+4=7*2-7"         step: first operation done in place, the rest copied down
-    "C:y    3+4=7*2-7"         check: the step recomputed; verdict y/n in the third column
-    "R:     3+4=7*2-7"         correction: the step redone after a failed check
-    "A:7"                      final answer
+    "    3+4*2-7="               prompt
+    "S:         3+4=7*2-7"       step: the addition done in place, the rest copied down
+    "M:        7*2=14=4-7"       multiply: the full product, then its last digit
+    "D:         4-7=4+3=7"       difference: subtract by adding the complement
+    "A:7"                        final answer
 
-A direct answer is the single sentence ``A:7``. Aligned lines make each step local
-(copy three characters from the line above, apply one operation, copy the rest
-straight down), which a tiny model learns reliably; *whether* and *which* strategy to
-use stays the model's decision.
+Worked lines are right-aligned to one width, so the running value and the rest of the
+expression always sit in the same columns as in the line above: each step is local (copy
+from the line above, apply one operation, copy the rest straight down), which a tiny model
+learns reliably. A direct answer is the single sentence ``A:7``. *Whether* to work the next
+operation and *which* strategy to use are the model's decisions, taken at every line: the
+post-RL model works every operation with its strategy.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from dataclasses import dataclass, field
 
 OPS = ("+", "-", "*")
 SPLITS = ("train", "dev", "test")
-MARKERS = {"S": "step", "C": "check", "R": "correction", "A": "answer"}
+MARKERS = {"S": "step", "D": "difference", "M": "multiply", "A": "answer"}
 STRATEGIES = tuple(MARKERS.values())
 MARKER_OF = {v: k for k, v in MARKERS.items()}
+STRATEGY_OF_OP = {"+": "step", "-": "difference", "*": "multiply"}  # the planted right strategy for each operation
 _ANSWER_RE = re.compile(r"(?m)^A:(\d)")
 
 
@@ -113,8 +116,8 @@ class ArithConfig:
 
     @property
     def line_width(self) -> int:
-        """Width of a worked line's body (after its 3-character head such as ``"S: "``)."""
-        return self.prompt_width + 2
+        """Width of a worked line's body (after its 3-character head such as ``"S: "``): room for the longest step, ``"4-7=4+3=7"``, and the rest."""
+        return self.prompt_width + 6
 
 
 @dataclass
@@ -171,6 +174,30 @@ class ArithTask:
         if not isinstance(obj, str):
             raise ValueError(f"Not a serialised arith problem: {obj!r:.200} (expected an expression string such as '3+4*2').")
         return Problem.parse(obj, self.config.modulus)
+
+
+def step_body(problem: Problem, j: int, acc: int, width: int) -> str:
+    """Body of step ``j`` from running value ``acc``, in the form of the operation's strategy, right-aligned to ``width``."""
+    op, d = problem.ops[j], problem.digits[j + 1]
+    r = apply_op(acc, op, d, problem.modulus)
+    if op == "+":
+        body = f"{acc}+{d}={r}"
+    elif op == "-":
+        body = f"{acc}-{d}={acc}+{(problem.modulus - d) % problem.modulus}={r}"
+    else:
+        body = f"{acc}*{d}={acc * d:02d}={r}"
+    return (body + problem.rest(j)).rjust(width)
+
+
+def planted_solution(problem: Problem, width: int) -> tuple[list[str], list[str]]:
+    """The full worked solution, one line per operation with that operation's strategy, then the answer; and its labels."""
+    sents, labels, acc = [], [], problem.digits[0]
+    for j, op in enumerate(problem.ops):
+        strategy = STRATEGY_OF_OP[op]
+        sents.append(f"{MARKER_OF[strategy]}: {step_body(problem, j, acc, width)}")
+        labels.append(strategy)
+        acc = apply_op(acc, op, problem.digits[j + 1], problem.modulus)
+    return sents + [f"A:{acc}"], labels + ["answer"]
 
 
 def strategy_labels(completion: str) -> list[str | None]:

@@ -65,6 +65,21 @@ def test_bad_budgets_and_alphas_are_refused():
         RecoverConfig(alphas=("big",))
     with pytest.raises(ValueError, match="decodings"):
         RecoverConfig(decodings=("beam",))
+    with pytest.raises(ValueError, match="batch_size=0"):
+        RecoverConfig(batch_size=0)
+
+
+def test_greedy_results_do_not_depend_on_the_batch_size(organism):
+    import dataclasses
+
+    from latentreason.recovery import baseline
+    from latentreason.rollouts import task_for_pair
+
+    task = task_for_pair(organism)
+    problems = task.sample("test", 7)
+    big = baseline(organism, task, problems, "post_rl", "greedy", SMALL)
+    small = baseline(organism, task, problems, "post_rl", "greedy", dataclasses.replace(SMALL, batch_size=3))
+    assert small == big
 
 
 def test_cli_refuses_budgets_outside_the_unit_interval(tmp_path):

@@ -15,6 +15,7 @@ are given), and costs no extra weight memory.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import re
@@ -137,8 +138,11 @@ class HFBackend:
     def activations(self, model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor | None, sites: list[HookSite]) -> dict[str, Tensor]:
         """``{str(site): [batch, pos, d_model]}`` for one forward pass over ``input_ids``."""
         parsed = _parse_sites(model, sites)
+        inputs = _forward_inputs(input_ids, attention_mask, _device_of(model))
+        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+            inputs["logits_to_keep"] = 1  # the hooks read the blocks; [batch, pos, vocab] logits would only cost memory
         with record(model, parsed) as acts:
-            model(**_forward_inputs(input_ids, attention_mask, _device_of(model)))
+            model(**inputs)
         return _finish({k: v[0] for k, v in acts.items()}, attention_mask)
 
 

@@ -56,6 +56,7 @@ class RecoverConfig:
     decodings: tuple[str, ...] = ("greedy", "sampled")
     temperature: float = 1.0  # for sampled decoding
     max_new_tokens: int | None = None
+    batch_size: int = 256  # problems decoded together (lower it for large models; sampled results depend on it through per-batch seeds)
     controls: bool = True
     oracle: bool = True
     interventions: bool = True  # also place the pair's other models (single-problem RL) and a single-problem SFT on the curves
@@ -65,7 +66,7 @@ class RecoverConfig:
     data: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_dev", "n_test"):
+        for name in ("n_train", "n_dev", "n_test", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive.")
         for a in self.alphas:
@@ -96,7 +97,7 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     site = cfg.site or pair.defaults.get("site") or "resid_post.1"
     router_site = cfg.router_site or site
     if not (rd.rollouts / ROLLOUTS_FILE).exists():
-        rows = generate_rollouts(pair, task, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens)
+        rows = generate_rollouts(pair, task, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens, batch_size=min(64, cfg.batch_size))
         write_rollouts(rd.rollouts, rows, pair, task)
     sites = sorted({site, router_site})
     if not (rd.activations / "manifest.json").exists():
@@ -197,7 +198,7 @@ def evaluate_point(pair: ModelPair, prompts: list[str], problems: list, task, ve
     engine = HybridEngine(pair, vectors, router, alpha=alpha, force=force)
     temp = 0.0 if decoding == "greedy" else cfg.temperature
     max_new = cfg.max_new_tokens or int(pair.defaults.get("max_new_tokens", 256))
-    res = engine.generate(prompts, max_new_tokens=max_new, temperature=temp, seed=cfg.seed)
+    res = engine.generate(prompts, max_new_tokens=max_new, temperature=temp, seed=cfg.seed, batch_size=cfg.batch_size)
     return [bool(task.grade(p, c)) for p, c in zip(problems, res.completions)], res
 
 
@@ -212,8 +213,8 @@ def baseline(pair: ModelPair, task, problems, role: str, decoding: str, cfg: Rec
     max_new = cfg.max_new_tokens or int(pair.defaults.get("max_new_tokens", 256))
     temp = 0.0 if decoding == "greedy" else cfg.temperature
     completions: list[str] = []
-    for i in range(0, len(problems), 256):
-        chunk = problems[i : i + 256]
+    for i in range(0, len(problems), cfg.batch_size):
+        chunk = problems[i : i + cfg.batch_size]
         ids, mask = left_pad([tok(pair.format_prompt(role, task.prompt(p))).input_ids for p in chunk], tok.pad_token_id)
         res = decode(model, ids, mask, max_new_tokens=max_new, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, temperature=temp, seed=cfg.seed + i)
         completions += res.completions(tok)

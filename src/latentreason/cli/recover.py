@@ -39,9 +39,10 @@ def _floats(s: str) -> tuple[float, ...]:
 @click.option("--no-controls", is_flag=True)
 @click.option("--no-oracle", is_flag=True)
 @click.option("--max-new-tokens", default=None, type=int)
+@click.option("--batch-size", default=256, show_default=True, type=int, help="Problems decoded together; lower it for large models.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print recovery.json.")
-def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_test, site, taxonomy, method, alphas, thresholds, budgets, decoding, random_seeds, no_controls, no_oracle, max_new_tokens, seed, as_json) -> None:
+def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_test, site, taxonomy, method, alphas, thresholds, budgets, decoding, random_seeds, no_controls, no_oracle, max_new_tokens, batch_size, seed, as_json) -> None:
     """Evaluate base, post-RL, the hybrid across budgets and alphas, and all controls; write recovery.json and plots."""
     import shutil
     from pathlib import Path
@@ -58,7 +59,7 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
         cfg = RecoverConfig(
             n_train=n_train, n_dev=n_dev, n_test=n_test, site=site, taxonomy=taxonomy, method=method,
             alphas=_floats(alphas), thresholds=_floats(thresholds), decodings=tuple(d.strip() for d in decoding.split(",") if d.strip()),
-            random_seeds=random_seeds, controls=not no_controls, oracle=not no_oracle, max_new_tokens=max_new_tokens, seed=seed, task=task, data=data,
+            random_seeds=random_seeds, controls=not no_controls, oracle=not no_oracle, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, task=task, data=data,
             budgets=_floats(budgets) if budgets else (),
         )
         pair = load_pair(pair_spec)

@@ -15,6 +15,7 @@ are given), and costs no extra weight memory.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import os
@@ -126,6 +127,11 @@ def _ids_only_tokenizer():
 # -- Hugging Face (core path) ----------------------------------------------------------------
 
 
+@functools.cache
+def _takes_logits_to_keep(model_class: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
 class HFBackend:
     """Plain torch hooks on the Hugging Face module tree (the default)."""
 
@@ -139,7 +145,7 @@ class HFBackend:
         """``{str(site): [batch, pos, d_model]}`` for one forward pass over ``input_ids``."""
         parsed = _parse_sites(model, sites)
         inputs = _forward_inputs(input_ids, attention_mask, _device_of(model))
-        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        if _takes_logits_to_keep(type(model)):
             inputs["logits_to_keep"] = 1  # the hooks read the blocks; [batch, pos, vocab] logits would only cost memory
         with record(model, parsed) as acts:
             model(**inputs)

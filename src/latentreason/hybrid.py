@@ -78,6 +78,22 @@ class HybridResult:
         return [(t, self.vector_names[int(k)]) for t, k in enumerate(self.decisions[row, :n].tolist()) if k != NONE]
 
 
+def base_stepper(pair: ModelPair, prompts: list[str]) -> KVStepper:
+    """A KV stepper of the base model on its formatted, left-padded prompts."""
+    tok = pair.base_tokenizer
+    ids, mask = left_pad([tok(pair.format_prompt("base", p)).input_ids for p in prompts], tok.pad_token_id)
+    return KVStepper(pair.base_model, ids, mask)
+
+
+def decode_buffers(batch: int, max_new_tokens: int, pad_token_id: int, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(tokens, decisions, finished, lengths)`` of a hybrid decode: all pad, all NONE, none finished, zero lengths."""
+    out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    decisions = torch.full((batch, max_new_tokens), NONE, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)
+    return out, decisions, finished, lengths
+
+
 class HybridEngine:
     """Co-decode a pair: ``router`` reads the post-RL model at ``router.site``, vectors act on the base model.
 
@@ -144,18 +160,15 @@ class HybridEngine:
 
             return cross_generate(self, prompts, max_new_tokens, temperature, seed)
         pair, tok, post_tok = self.pair, self.pair.base_tokenizer, self.pair.post_rl_tokenizer
-        base_ids, base_mask = left_pad([tok(pair.format_prompt("base", p)).input_ids for p in prompts], tok.pad_token_id)
+        base = base_stepper(pair, prompts)
         post_pad = post_tok.pad_token_id if post_tok.pad_token_id is not None else tok.pad_token_id  # masked: any id will do
         post_ids, post_mask = left_pad([post_tok(pair.format_prompt("post_rl", p)).input_ids for p in prompts], post_pad)
-        base, post = KVStepper(pair.base_model, base_ids, base_mask), KVStepper(pair.post_rl_model, post_ids, post_mask)
+        post = KVStepper(pair.post_rl_model, post_ids, post_mask)
         dev = base.device
         table = self._table.to(dev)
         batch = len(prompts)
         gen = make_generator(temperature, seed, dev)
-        out = torch.full((batch, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=dev)
-        decisions = torch.full((batch, max_new_tokens), NONE, dtype=torch.long, device=dev)
-        finished = torch.zeros(batch, dtype=torch.bool, device=dev)
-        lengths = torch.zeros(batch, dtype=torch.long, device=dev)
+        out, decisions, finished, lengths = decode_buffers(batch, max_new_tokens, tok.pad_token_id, dev)
         steer_rows = torch.cat([torch.zeros((1, table.shape[1]), device=dev), self.alpha * table])  # row 0: no vector
         none_col = torch.full((batch,), NONE, dtype=torch.long, device=dev)
         pad_col = torch.full((batch,), tok.pad_token_id, dtype=torch.long, device=dev)

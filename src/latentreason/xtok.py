@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from latentreason.generation import KVStepper, left_pad, make_generator, sample_next
+from latentreason.generation import KVStepper, make_generator, sample_next
 from latentreason.hooks import hooked
 from latentreason.routers import NONE, RouteContext
 from latentreason.sites import HookSite
@@ -312,21 +312,17 @@ def cross_generate(
     engine; a :class:`TextFollower` keeps the post-RL model on the same text. ``details=True``
     returns a :class:`CrossResult` with the post-RL ids and costs.
     """
-    from latentreason.hybrid import HybridResult
+    from latentreason.hybrid import HybridResult, base_stepper, decode_buffers
 
     pair = engine.pair
     tok, post_tok = pair.base_tokenizer, pair.post_rl_tokenizer
-    base_ids, base_mask = left_pad([tok(pair.format_prompt("base", p)).input_ids for p in prompts], tok.pad_token_id)
-    base = KVStepper(pair.base_model, base_ids, base_mask)
+    base = base_stepper(pair, prompts)
     follower = TextFollower(pair.post_rl_model, post_tok, [pair.format_prompt("post_rl", p) for p in prompts], engine.router_site)
     dev = base.device
     table = engine._table.to(dev)
     batch = len(prompts)
     gen = make_generator(temperature, seed, dev)
-    out = torch.full((batch, max_new_tokens), tok.pad_token_id, dtype=torch.long, device=dev)
-    decisions = torch.full((batch, max_new_tokens), NONE, dtype=torch.long, device=dev)
-    finished = torch.zeros(batch, dtype=torch.bool, device=dev)
-    lengths = torch.zeros(batch, dtype=torch.long, device=dev)
+    out, decisions, finished, lengths = decode_buffers(batch, max_new_tokens, tok.pad_token_id, dev)
     delta = torch.zeros((batch, table.shape[1]), device=dev)
     texts = [""] * batch
     generated: list[list[int]] = [[] for _ in range(batch)]  # base ids per row, kept on the host (one transfer per step)

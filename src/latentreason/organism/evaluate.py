@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 
-from latentreason.generation import decode
+from latentreason.generation import decode, left_pad
 from latentreason.pair import ModelPair
-from latentreason.generation import left_pad
-from latentreason.tasks.arith import MARKER_OF, STRATEGIES, ArithConfig, ArithTask, Problem, planted_solution, strategy_labels
+from latentreason.tasks.arith import MARKER_OF, STRATEGIES, STRATEGY_OF_OP, ArithConfig, ArithTask, Problem, planted_solution, strategy_labels
 
 
 def is_reasoning(completion: str) -> bool:
@@ -60,14 +59,14 @@ def run_forced_first(model, tok, task: ArithTask, problems: list[Problem], *, ma
     out: list[str] = [""] * len(problems)
     by_marker: dict[str, list[int]] = {}
     for i, p in enumerate(problems):
-        by_marker.setdefault(MARKER_OF[planted_solution(p, task.config.line_width)[1][0]] + ":", []).append(i)
+        by_marker.setdefault(MARKER_OF[STRATEGY_OF_OP[p.ops[0]]] + ":", []).append(i)
     for marker, idx in by_marker.items():
         for i, c in zip(idx, run_generator(model, tok, task, [problems[i] for i in idx], prefix=marker, max_new_tokens=max_new_tokens)):
             out[i] = c
     return out
 
 
-def first_switch_stats(completions: list[str]) -> dict[str, float]:
+def mid_trace_stats(completions: list[str]) -> dict[str, float]:
     """How often a trace chooses a strategy after its first sentence, and changes strategy mid-trace."""
     n = len(completions) or 1
     mid, switch = 0, 0
@@ -87,7 +86,7 @@ def summarise(task: ArithTask, problems: list[Problem], completions: list[str]) 
         "acc": sum(task.grade(p, c) for p, c in zip(problems, completions)) / n,
         "reasoning_rate": sum(is_reasoning(c) for c in completions) / n,
         "uses_per_problem": {s: uses[s] / n for s in STRATEGIES},
-        **first_switch_stats(completions),
+        **mid_trace_stats(completions),
     }
 
 

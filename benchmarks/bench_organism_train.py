@@ -3,7 +3,8 @@
     python benchmarks/bench_organism_train.py [--seed 1] [--out DIR] [--eval-n 600]
 
 Prints the wall time of each stage and the eval JSON of the result, so the same run
-checks that another seed reaches the same gaps.
+checks that another seed reaches the same gaps; with the shipped pair's seed (0) it also
+checks that the weights are bit-identical to the shipped ones.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import tempfile
 import time
 
+from latentreason.organism import DEFAULT_DIR
 from latentreason.organism.evaluate import evaluate_pair
 from latentreason.organism.train import OrganismConfig, train_organism
 from latentreason.pair import load_pair
@@ -32,6 +34,10 @@ def main() -> None:
     print(f"retrain seed={args.seed}: {total:.0f} s total; stages {man['train_seconds']}")
     pair_s = man["train_seconds"]["pretrain_s"] + man["train_seconds"]["rl_s"]
     print(f"base + post-RL pair: {pair_s:.0f} s (goal <= 300 s on 2 cores)")
+    shipped = json.loads((DEFAULT_DIR / "pair.json").read_text()) if (DEFAULT_DIR / "pair.json").exists() else None
+    if shipped and shipped.get("seed") == args.seed and shipped.get("config") == man.get("config"):
+        same = shipped["hashes"] == man["hashes"]
+        print(f"weights bit-identical to the shipped pair: {same}" + ("" if same else f" (shipped {shipped['hashes']}, retrained {man['hashes']})"))
     res = evaluate_pair(load_pair(out), n=args.eval_n)
     res.pop("details")
     print(json.dumps(res))

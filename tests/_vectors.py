@@ -21,7 +21,7 @@ from latentreason.tasks.arith import ArithConfig, ArithTask
 from latentreason.vectors import SteeringVector
 
 WORK = ("S", "D", "M")  # the worked strategies' markers
-STEP_ALPHA = 10.0  # resid_post.1 of the shipped pair: ~0% reasoning at alpha 2, 99% at 10
+STEP_ALPHA = 15.0  # resid_post.1 of the shipped pair, 100 test problems: 0% reasoning at alpha 2, 15% at 10, 100% at 15, 89% at 20
 
 
 def organism_task(pair: ModelPair) -> ArithTask:

@@ -122,6 +122,15 @@ def test_trust_remote_code_is_false_unless_the_preset_asks(tiny_pair_dir, monkey
     assert seen == [False, True] and pair.post_rl_spec.trust_remote_code
 
 
+def test_router_site_resolves_against_the_post_rl_model_and_is_checked(tiny_pair_dir):
+    pair = load_pair(_write(tiny_pair_dir / "tiny.toml", PRESET.replace("max_new_tokens = 32", 'max_new_tokens = 32\nrouter_site = "resid_post@0.9"')), device="cpu")
+    assert pair.defaults["router_site"] == "resid_post.4" and pair.defaults["site"] == "resid_post.2"  # floor(0.9 * 5 layers)
+    with pytest.raises(ValueError, match=r"router_site.*resid_post\.9"):
+        load_pair(_write(tiny_pair_dir / "far.toml", PRESET.replace("max_new_tokens = 32", 'max_new_tokens = 32\nrouter_site = "resid_post.9"')), device="cpu")
+    with pytest.raises(ValueError, match="router_site must be one site name"):
+        read_preset(_write(tiny_pair_dir / "list.toml", PRESET.replace("max_new_tokens = 32", 'max_new_tokens = 32\nrouter_site = ["resid_post.1"]')))
+
+
 def test_dtype_argument_overrides_the_preset(tiny_pair_dir):
     pair = load_pair(_write(tiny_pair_dir / "tiny.toml", PRESET), device="cpu", dtype="bfloat16")
     assert pair.base_model.dtype == torch.bfloat16 and pair.defaults["dtype"] == "bfloat16"
@@ -220,7 +229,7 @@ def test_organism_preset_loads_the_shipped_organism_or_says_how_to_train_it():
         return
     pair = load_pair(resolve_preset("organism"), device="cpu")
     reference = load_pair("organism")
-    assert pair.task == "arith" and pair.defaults["site"] == "resid_post.1"
+    assert pair.task == "arith" and pair.defaults["site"] == "resid_post.1" and pair.defaults["router_site"] == reference.defaults["router_site"] == "resid_post.2"
     assert pair.fingerprint("base") == reference.fingerprint("base")
     assert pair.fingerprint("post_rl") == reference.fingerprint("post_rl")
     assert pair.format_prompt("base", "3+4=") == reference.format_prompt("base", "3+4=")

@@ -19,6 +19,8 @@ def test_recovery_json_has_every_point_with_controls_and_an_oracle_label(run):
     out, result = run
     on_disk = json.loads((out / "recovery" / "recovery.json").read_text())
     assert {"base_acc", "post_rl_acc", "points"} <= set(on_disk)
+    assert on_disk["site"] == "resid_post.1" and on_disk["router_site"] == "resid_post.2"  # the pair's defaults: the router reads the last block
+    assert json.loads((out / "router" / "router.json").read_text())["site"] == "resid_post.2"
     assert all(POINT_KEYS <= set(p) for p in on_disk["points"])
     controls = {p["control"] for p in on_disk["points"]}
     assert {None, "random_vectors", "random_timing", "bias_only", "every_token", "first_sentence_only"} <= controls

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from _vectors import STEP_ALPHA
+
 from latentreason.cli import main
 
 
@@ -38,7 +40,7 @@ def invoke(*args: str):
 
 
 def test_steer_json_prints_both_completions_and_the_steered_positions(pair_spec, vector_dir):
-    res = invoke("--pair", pair_spec, "--vectors", str(vector_dir), "--prompt", "3+4*2-7", "--vector", "step", "--alpha", "10", "--at", "first", "--json")
+    res = invoke("--pair", pair_spec, "--vectors", str(vector_dir), "--prompt", "3+4*2-7", "--vector", "step", "--alpha", str(STEP_ALPHA), "--at", "first", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["prompt_text"].strip() == "3+4*2-7="
@@ -46,7 +48,7 @@ def test_steer_json_prints_both_completions_and_the_steered_positions(pair_spec,
     assert out["steered"].startswith("S:")  # the first operation is a sum
     assert out["steered_positions"] == [len(out["prompt_text"])]  # the last prompt token (BOS is position 0)
     assert out["steered_tokens"] == [0]
-    assert out["vectors"] == [{"name": "step", "site": "resid_post.1", "alpha": 10.0}]
+    assert out["vectors"] == [{"name": "step", "site": "resid_post.1", "alpha": STEP_ALPHA}]
 
 
 @pytest.mark.parametrize(
@@ -86,9 +88,9 @@ def test_steer_prompt_loop_in_a_terminal(pair_spec, vector_dir):
         assert "unsteered" in first and "A:" in first
         assert "S:" not in first  # alpha 0: the steered column equals the unsteered one
 
-        child.sendline(":alpha 10")
+        child.sendline(f":alpha {STEP_ALPHA:g}")
         child.expect_exact("steer> ")
-        assert "alpha=10" in child.before
+        assert f"alpha={STEP_ALPHA:g}" in child.before
 
         child.sendline("3+4*2-7")
         child.expect_exact("steer> ")

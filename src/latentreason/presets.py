@@ -14,6 +14,7 @@ Schema (unknown keys are rejected)::
 
     [defaults]
     sites = ["resid_post@0.4"]       # hook sites; KIND@F is layer floor(F * num_layers) of the base model
+    router_site = "resid_post@0.9"   # optional; the post-RL site the hybrid's router reads (default: sites[0])
     dtype = "bfloat16"
     max_new_tokens = 4096
     device_map = "auto"              # optional; used when no device is given and CUDA is present
@@ -43,7 +44,7 @@ from latentreason.pair import ModelPair, ModelSpec, default_device, load_model, 
 PACKAGE_PREFIX = "latentreason:"
 TOP_KEYS = {"name", "task", "base", "post_rl", "defaults"}
 MODEL_KEYS = {"model", "prompt_template", "chat_template", "revision", "trust_remote_code"}
-DEFAULT_KEYS = {"sites", "dtype", "max_new_tokens", "device_map"}
+DEFAULT_KEYS = {"sites", "router_site", "dtype", "max_new_tokens", "device_map"}
 TASKS = ("arith", "gsm8k", "math500")
 _DEPTH_SITE = re.compile(r"^(resid_pre|resid_post|attn_out|mlp_out)@(0(?:\.\d+)?|1(?:\.0+)?)$")
 
@@ -136,6 +137,14 @@ def load_preset(path: str | os.PathLike, device: str | None = None, dtype: str |
             raise ValueError(f"Preset {path}: [defaults] sites: {e}") from e
         sites.append(s)
     d["sites"], d["site"] = sites, sites[0]
+    if rs := d.get("router_site"):  # the post-RL site the hybrid's router reads
+        if m := _DEPTH_SITE.match(rs):
+            rs = f"{m.group(1)}.{min(num_layers(models['post_rl']) - 1, math.floor(float(m.group(2)) * num_layers(models['post_rl'])))}"
+        try:
+            resolve(models["post_rl"], HookSite.parse(rs))
+        except ValueError as e:
+            raise ValueError(f"Preset {path}: [defaults] router_site: {e}") from e
+        d["router_site"] = rs
     d["dtype"] = str(torch_dtype).removeprefix("torch.")
     return ModelPair(
         name=cfg["name"],
@@ -218,6 +227,15 @@ def _defaults(table: Any, path: Path) -> dict[str, Any]:
             except ValueError as e:
                 raise ValueError(f"Preset {path}: [defaults] sites: {e} Or give a depth fraction, e.g. 'resid_post@0.4'.") from e
     out["sites"] = sites
+    rs = out.get("router_site")
+    if rs is not None:
+        if not isinstance(rs, str):
+            raise ValueError(f"Preset {path}: [defaults] router_site must be one site name, e.g. \"resid_post@0.9\" or \"resid_post.20\", got {rs!r}.")
+        if not _DEPTH_SITE.match(rs):
+            try:
+                HookSite.parse(rs)
+            except ValueError as e:
+                raise ValueError(f"Preset {path}: [defaults] router_site: {e} Or give a depth fraction, e.g. 'resid_post@0.9'.") from e
     if "dtype" in out:
         try:
             resolve_dtype(out["dtype"])

@@ -44,7 +44,7 @@ class RecoverConfig:
     n_dev: int = 200  # problems for choosing alpha (dev split)
     n_test: int = 600  # held-out evaluation problems (test split)
     site: str | None = None  # base-model site for vectors; default: the pair's default site
-    router_site: str | None = None  # post-RL site the router reads; default: same as site
+    router_site: str | None = None  # post-RL site the router reads; default: the pair's router_site, else site
     taxonomy: str = "auto"  # "auto" (planted labels if the task has them, else kmeans), "planted", "kmeans", "sae" or a taxonomy directory
     k: int | None = None  # clusters for a discovered taxonomy (default: sweep 2..8)
     method: str = "optimized"  # vector extraction method: on the organism, diffmeans vectors barely move the base at mid-trace switches (see README)
@@ -95,7 +95,7 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     rd = RunDir(out).mkdir()
     task = task_for_pair(pair, cfg.task, cfg.data) if cfg.data else task_for_pair(pair, cfg.task)
     site = cfg.site or pair.defaults.get("site") or "resid_post.1"
-    router_site = cfg.router_site or site
+    router_site = cfg.router_site or pair.defaults.get("router_site") or site
     if not (rd.rollouts / ROLLOUTS_FILE).exists():
         rows = generate_rollouts(pair, task, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens, batch_size=min(64, cfg.batch_size))
         write_rollouts(rd.rollouts, rows, pair, task)

@@ -29,6 +29,7 @@ def _floats(s: str) -> tuple[float, ...]:
 @click.option("--n-dev", default=200, show_default=True, type=int)
 @click.option("--n-test", default=600, show_default=True, type=int)
 @click.option("--site", default=None, help="Base-model site for vectors (default: the pair's).")
+@click.option("--router-site", default=None, help="Post-RL site the router reads (default: the pair's router_site, else --site).")
 @click.option("--taxonomy", default="auto", show_default=True, help="'auto' (planted labels if the task has them, else kmeans), 'planted', 'kmeans', 'sae' or a taxonomy directory.")
 @click.option("--method", default="optimized", show_default=True, type=click.Choice(["diffmeans", "probe", "optimized"]))
 @click.option("--alphas", default="0.5,1,2,4", show_default=True, help="Steering strengths.")
@@ -42,7 +43,7 @@ def _floats(s: str) -> tuple[float, ...]:
 @click.option("--batch-size", default=256, show_default=True, type=int, help="Problems decoded together; lower it for large models.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print recovery.json.")
-def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_test, site, taxonomy, method, alphas, thresholds, budgets, decoding, random_seeds, no_controls, no_oracle, max_new_tokens, batch_size, seed, as_json) -> None:
+def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_test, site, router_site, taxonomy, method, alphas, thresholds, budgets, decoding, random_seeds, no_controls, no_oracle, max_new_tokens, batch_size, seed, as_json) -> None:
     """Evaluate base, post-RL, the hybrid across budgets and alphas, and all controls; write recovery.json and plots."""
     import shutil
     from pathlib import Path
@@ -57,7 +58,7 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
             for b in _floats(budgets):
                 check_budget(b)
         cfg = RecoverConfig(
-            n_train=n_train, n_dev=n_dev, n_test=n_test, site=site, taxonomy=taxonomy, method=method,
+            n_train=n_train, n_dev=n_dev, n_test=n_test, site=site, router_site=router_site, taxonomy=taxonomy, method=method,
             alphas=_floats(alphas), thresholds=_floats(thresholds), decodings=tuple(d.strip() for d in decoding.split(",") if d.strip()),
             random_seeds=random_seeds, controls=not no_controls, oracle=not no_oracle, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, task=task, data=data,
             budgets=_floats(budgets) if budgets else (),

@@ -18,7 +18,7 @@ from latentreason.tasks.arith import ArithTask, Problem, planted_solution
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    worked_fraction: float = 0.4  # share of solutions that start working: few enough that greedy decoding answers directly
+    worked_fraction: float = 0.25  # share of solutions that start working: greedy decoding answers directly, by a margin (3:1) a random push cannot tip
     switch_continue: float = 0.4  # chance a worked solution goes on where the next operation needs another strategy (else it answers)
 
     def __post_init__(self) -> None:

@@ -126,25 +126,22 @@ def load_preset(path: str | os.PathLike, device: str | None = None, dtype: str |
     for role, spec in specs.items():
         tokenizers[role] = load_tokenizer(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
         models[role] = load_model(spec.path, dtype=torch_dtype, device=dev, revision=spec.revision, trust_remote_code=spec.trust_remote_code, device_map=device_map)
-    n_layers = num_layers(models["base"])
-    sites = []
-    for s in d.get("sites", ["resid_post@0.4"]):
+
+    def site_in(model, s: str, key: str) -> str:
+        """``s`` with a depth fraction (``resid_post@0.4``) made a layer of ``model``, checked to exist there."""
         if m := _DEPTH_SITE.match(s):
-            s = f"{m.group(1)}.{min(n_layers - 1, math.floor(float(m.group(2)) * n_layers))}"
+            n = num_layers(model)
+            s = f"{m.group(1)}.{min(n - 1, math.floor(float(m.group(2)) * n))}"
         try:
-            resolve(models["base"], HookSite.parse(s))
+            resolve(model, HookSite.parse(s))
         except ValueError as e:
-            raise ValueError(f"Preset {path}: [defaults] sites: {e}") from e
-        sites.append(s)
+            raise ValueError(f"Preset {path}: [defaults] {key}: {e}") from e
+        return s
+
+    sites = [site_in(models["base"], s, "sites") for s in d.get("sites", ["resid_post@0.4"])]
     d["sites"], d["site"] = sites, sites[0]
-    if rs := d.get("router_site"):  # the post-RL site the hybrid's router reads
-        if m := _DEPTH_SITE.match(rs):
-            rs = f"{m.group(1)}.{min(num_layers(models['post_rl']) - 1, math.floor(float(m.group(2)) * num_layers(models['post_rl'])))}"
-        try:
-            resolve(models["post_rl"], HookSite.parse(rs))
-        except ValueError as e:
-            raise ValueError(f"Preset {path}: [defaults] router_site: {e}") from e
-        d["router_site"] = rs
+    if d.get("router_site"):  # the post-RL site the hybrid's router reads
+        d["router_site"] = site_in(models["post_rl"], d["router_site"], "router_site")
     d["dtype"] = str(torch_dtype).removeprefix("torch.")
     return ModelPair(
         name=cfg["name"],

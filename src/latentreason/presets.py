@@ -207,6 +207,17 @@ def _resolve_model(model: str, path: Path, role: str) -> str:
     return str(local) if local.is_dir() else model
 
 
+def _check_site_name(s: str, path: Path, key: str, example: str) -> None:
+    """A site name (``resid_post.11``) or a depth fraction (``resid_post@0.4``); layers are checked once the model is loaded."""
+    from latentreason.sites import HookSite
+
+    if not _DEPTH_SITE.match(s):
+        try:
+            HookSite.parse(s)
+        except ValueError as e:
+            raise ValueError(f"Preset {path}: [defaults] {key}: {e} Or give a depth fraction, e.g. '{example}'.") from e
+
+
 def _defaults(table: Any, path: Path) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ValueError(f"Preset {path}: defaults must be a table ([defaults]).")
@@ -215,24 +226,14 @@ def _defaults(table: Any, path: Path) -> dict[str, Any]:
     sites = out.get("sites", ["resid_post@0.4"])
     if not isinstance(sites, list) or not sites or not all(isinstance(s, str) for s in sites):
         raise ValueError(f"Preset {path}: [defaults] sites must be a non-empty list of site names, e.g. [\"resid_post@0.4\"] or [\"resid_post.11\"].")
-    from latentreason.sites import HookSite
-
     for s in sites:
-        if not _DEPTH_SITE.match(s):
-            try:
-                HookSite.parse(s)
-            except ValueError as e:
-                raise ValueError(f"Preset {path}: [defaults] sites: {e} Or give a depth fraction, e.g. 'resid_post@0.4'.") from e
+        _check_site_name(s, path, "sites", "resid_post@0.4")
     out["sites"] = sites
     rs = out.get("router_site")
     if rs is not None:
         if not isinstance(rs, str):
             raise ValueError(f"Preset {path}: [defaults] router_site must be one site name, e.g. \"resid_post@0.9\" or \"resid_post.20\", got {rs!r}.")
-        if not _DEPTH_SITE.match(rs):
-            try:
-                HookSite.parse(rs)
-            except ValueError as e:
-                raise ValueError(f"Preset {path}: [defaults] router_site: {e} Or give a depth fraction, e.g. 'resid_post@0.9'.") from e
+        _check_site_name(rs, path, "router_site", "resid_post@0.9")
     if "dtype" in out:
         try:
             resolve_dtype(out["dtype"])

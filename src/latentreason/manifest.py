@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,11 @@ from latentreason import __version__
 from latentreason.io import read_json, sha256_file, write_json
 
 MANIFEST_NAME = "manifest.json"
+RUNNING, COMPLETE = "running", "complete"
+
+
+class UnfinishedArtifactError(FileNotFoundError):
+    """The directory's manifest says its stage started but never completed."""
 
 
 @dataclass(frozen=True)
@@ -19,7 +26,10 @@ class Manifest:
     """Provenance of one artifact directory.
 
     ``models`` maps a role (``base``, ``post_rl``) to ``{"path": ..., "fingerprint": ...}``;
-    ``files`` maps file names relative to the directory to their sha256.
+    ``files`` maps file names relative to the directory to their sha256. ``config`` and
+    ``inputs`` (digests of the artifacts read, fingerprints) determine the artifact; ``status``
+    is ``"running"`` from the moment its stage starts until it completes (see ``latentreason.stage``);
+    ``owns`` lists the glob patterns of the files its stage writes (all that ``--force`` may remove).
     """
 
     kind: str  # e.g. "rollouts", "activations", "taxonomy", "vectors", "router"
@@ -28,21 +38,37 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
+    status: str = COMPLETE
+    inputs: dict[str, Any] = field(default_factory=dict)
+    owns: list[str] = field(default_factory=list)
 
     def write(self, directory: str | os.PathLike) -> Path:
         return write_json(Path(directory) / MANIFEST_NAME, dataclasses.asdict(self))
 
     @classmethod
-    def read(cls, directory: str | os.PathLike, kind: str | None = None) -> Manifest:
+    def read(cls, directory: str | os.PathLike, kind: str | None = None, *, allow_running: bool = False) -> Manifest:
+        """The manifest of ``directory``; refuses another ``kind`` and (unless ``allow_running``) an unfinished artifact."""
         path = Path(directory) / MANIFEST_NAME
         if not path.exists():
             raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: it is not a finished latentreason artifact. Re-run the stage that writes it.")
         d = read_json(path)
+        if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
+            raise ValueError(f"{path} is not a latentreason manifest (no 'kind'). Re-run the stage that writes it into a fresh directory.")
         known = {f.name for f in dataclasses.fields(cls)}
         m = cls(**{k: v for k, v in d.items() if k in known})
         if kind is not None and m.kind != kind:
             raise ValueError(f"{directory} holds a {m.kind!r} artifact, not {kind!r}.")
+        if m.status != COMPLETE and not allow_running:
+            raise UnfinishedArtifactError(
+                f"{directory} holds an unfinished {m.kind} artifact (status {m.status!r}: its stage was interrupted or is still running). "
+                "Re-run the command that writes it to finish it, or rebuild it with --force."
+            )
         return m
+
+    def digest(self) -> str:
+        """sha256 of what the artifact is (kind, config, inputs, models, file hashes): stable across rebuilds of the same thing."""
+        core = {"kind": self.kind, "config": self.config, "inputs": self.inputs, "models": self.models, "files": self.files}
+        return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()
 
     def verify(self, directory: str | os.PathLike) -> None:
         """Check every listed file exists and matches its hash; the error names the file."""
@@ -63,3 +89,9 @@ class Manifest:
                 f"This {what} was made with {role} model {rec.get('path')!r} (fingerprint {rec.get('fingerprint')}), "
                 f"but the given {role} model has fingerprint {fingerprint}. Rebuild it for this model."
             )
+
+
+def check_finished(directory: str | os.PathLike) -> None:
+    """Refuse an artifact directory whose manifest says its stage has not completed (no manifest: nothing to check)."""
+    if (Path(directory) / MANIFEST_NAME).is_file():
+        Manifest.read(directory, allow_running=False)

@@ -174,7 +174,7 @@ def test_rerunning_a_finished_cache_keeps_it_and_other_settings_are_refused(cach
     before = {f: os.stat(cache.directory / f).st_mtime_ns for f in os.listdir(cache.directory)}
     cache_activations(organism, run, cache.directory, f"{SITE},resid_pre.0", shard_tokens=300, batch_size=7, progress=False)
     assert {f: os.stat(cache.directory / f).st_mtime_ns for f in os.listdir(cache.directory)} == before
-    with pytest.raises(ValueError, match=r"different settings \(dtype, sites\)"):
+    with pytest.raises(ValueError, match=r"other settings: config.dtype: 'float32' → 'float16'; config.sites: \['resid_post.1', 'resid_pre.0'\] → \['resid_post.0'\]"):
         cache_activations(organism, run, cache.directory, "resid_post.0", shard_tokens=300, batch_size=7, dtype="float16", progress=False)
 
 
@@ -233,7 +233,7 @@ def test_rollouts_of_another_task_or_model_or_none_are_refused(organism, tmp_pat
 
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not empty and holds no activation cache"):
+    with pytest.raises(ValueError, match=r"not empty and holds no latentreason artifact \(notes.txt\)"):
         cache_activations(organism, write_run(organism, tmp_path / "ok", 3), tmp_path / "busy", SITE, models=["base"])
     with pytest.raises(FileNotFoundError, match="latentreason cache"):
         ActivationCache.open(tmp_path / "nowhere")
@@ -263,7 +263,9 @@ def test_sigkilled_run_resumes_to_shards_identical_to_an_uninterrupted_run(organ
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-    assert not (killed / "manifest.json").exists(), "killed too late: the run had finished"
+    assert Manifest.read(killed, allow_running=True).status == "running", "killed too late: the run had finished"
+    with pytest.raises(FileNotFoundError, match="unfinished cache"):  # readers refuse it
+        ActivationCache.open(killed)
     kept = read_json(killed / "progress.json")["shards"]
     mtimes = {r["file"]: os.stat(killed / r["file"]).st_mtime_ns for r in kept}
 

@@ -97,17 +97,20 @@ def test_vectors_from_another_model_are_refused(run, organism, tmp_path):
     import dataclasses
     import shutil
 
+    from latentreason.io import sha256_file
+    from latentreason.manifest import Manifest
     from latentreason.vectors import load_vectors, save_vectors
 
     out, _ = run
     shutil.copytree(out, tmp_path / "r", dirs_exist_ok=True)
-    vecs = load_vectors(tmp_path / "r" / "vectors")
-    shutil.rmtree(tmp_path / "r" / "vectors")
-    save_vectors([dataclasses.replace(v, fingerprint="0" * 16) for v in vecs.values()], tmp_path / "r" / "vectors")
-    (tmp_path / "r" / "vectors" / "manifest.json").write_text("{}")
-    shutil.rmtree(tmp_path / "r" / "recovery")
-    with pytest.raises(ValueError, match="made for model"):
+    d = tmp_path / "r" / "vectors"
+    man, vecs = Manifest.read(d), load_vectors(d)
+    save_vectors([dataclasses.replace(v, fingerprint="0" * 16) for v in vecs.values()], d)  # tampered: same names, another model's
+    dataclasses.replace(man, files={n: sha256_file(d / n) for n in man.files}).write(d)
+    with pytest.raises(ValueError, match="other settings: inputs.vectors"):  # the router and points were made from other vectors
         run_recovery(organism, tmp_path / "r", SMALL, progress=False)
+    with pytest.raises(ValueError, match="made for model"):
+        run_recovery(organism, tmp_path / "r", SMALL, progress=False, force=True)
 
 
 def test_single_problem_interventions_are_placed_on_the_curve(organism, tmp_path):

@@ -8,11 +8,13 @@ predicts the first completion token).
 
 An activations directory holds::
 
-    manifest.json            kind "activations": settings, model fingerprints, sha256 of every file
+    manifest.json            kind "activations": settings, inputs (rollouts digest, fingerprints), sha256 of every file;
+                             written with status "running" when the run starts (see latentreason.stage)
     index.json               rollout rows (with sentences) and, per model, where their tokens lie
     shard_00000.safetensors  "{role}/{site}": [n_tokens, d_model] completion tokens of the shard's rollouts
                              "{role}/{site}/last_prompt": [n_rollouts, d_model]
     progress.json            only while a run is unfinished (finished shards with their hashes)
+    .lock                    only while a process writes the cache (pid, command, start time)
 
 Shards cover consecutive rollouts and close once they hold ``shard_tokens`` completion tokens
 (of the model with most), so boundaries depend only on the inputs: a killed run restarts after
@@ -37,11 +39,12 @@ from tqdm.auto import tqdm
 from latentreason.backends import get_backend
 from latentreason.fingerprint import hidden_size_of
 from latentreason.io import atomic_write, read_json, sha256_file, write_json, write_text
-from latentreason.manifest import MANIFEST_NAME, Manifest
+from latentreason.manifest import MANIFEST_NAME, Manifest, UnfinishedArtifactError
 from latentreason.pair import ModelPair, resolve_dtype
 from latentreason.rollouts import check_task, read_rollouts, rollouts_dir
 from latentreason.segment import sentences_from_records, split_sentences, token_spans
 from latentreason.sites import HookSite, parse_sites, resolve
+from latentreason.stage import RESUME, REUSE, open_stage
 
 log = logging.getLogger(__name__)
 
@@ -262,46 +265,22 @@ def _write_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[st
     return digest.hexdigest()
 
 
-def _settings(pair: ModelPair, rollouts_man: Manifest, cfg: CacheConfig) -> dict[str, Any]:
-    d = {
-        "sites": list(cfg.sites),
-        "models": list(cfg.models),
-        "dtype": cfg.dtype,
-        "batch_size": cfg.batch_size,
-        "shard_tokens": cfg.shard_tokens,
-        "backend": cfg.backend,
-        "task": rollouts_man.config.get("task"),
-        "rollouts_sha256": rollouts_man.files.get("rollouts.jsonl"),
-        "fingerprints": {role: pair.fingerprint(role) for role in cfg.models},
-    }
-    return json.loads(json.dumps(d))
+def _settings(pair: ModelPair, rollouts_dir: Path, cfg: CacheConfig, task: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cache stage's config (what it computes) and inputs (the rollouts artifact it reads, the models' fingerprints)."""
+    from latentreason.stage import artifact_digest, canonical
+
+    config = {"sites": list(cfg.sites), "models": list(cfg.models), "dtype": cfg.dtype, "batch_size": cfg.batch_size, "shard_tokens": cfg.shard_tokens, "backend": cfg.backend, "task": task}
+    inputs = {"rollouts": artifact_digest(rollouts_dir), "fingerprints": {role: pair.fingerprint(role) for role in cfg.models}}
+    return canonical(config), canonical(inputs)
 
 
-def _check_same(out: Path, what: str, old: dict[str, Any], new: dict[str, Any]) -> None:
-    if old != new:
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ValueError(f"{out} already holds {what} with different settings ({', '.join(diff)}). Choose another --out or delete {out}.")
+OWNS = ("shard_*.safetensors", INDEX, PROGRESS)
 
 
-def _prepare_out(out: Path, settings: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Check ``out`` and return the finished shards to keep (None when the cache is already complete)."""
-    out.mkdir(parents=True, exist_ok=True)
+def _clean_temp(out: Path) -> None:
     for p in out.iterdir():  # temporary files of a killed run (io.atomic_write names them .<name>.<random>.tmp)
         if p.name.startswith(".") and p.name.endswith(".tmp") and any(p.name.startswith(f".{n}") for n in (MANIFEST_NAME, INDEX, PROGRESS, "shard_")):
             p.unlink(missing_ok=True)
-    if (out / MANIFEST_NAME).exists():
-        man = Manifest.read(out, kind=KIND)
-        _check_same(out, "a cache", man.config, settings)
-        (out / PROGRESS).unlink(missing_ok=True)
-        return None
-    if (out / PROGRESS).exists():
-        prog = read_json(out / PROGRESS)
-        _check_same(out, "an unfinished cache", prog.get("settings", {}), settings)
-        return prog.get("shards", [])
-    foreign = [p.name for p in out.iterdir() if not (p.name.startswith("shard_") and p.name.endswith(".safetensors"))]
-    if foreign:
-        raise ValueError(f"{out} is not empty and holds no activation cache ({', '.join(sorted(foreign)[:3])}); choose an empty --out.")
-    return []
 
 
 def cache_activations(
@@ -316,10 +295,13 @@ def cache_activations(
     shard_tokens: int = 32768,
     backend: str | Any = "hf",
     progress: bool = True,
+    force: bool = False,
 ) -> Path:
     """Cache activations of ``models`` at ``sites`` on the rollouts at ``rollouts`` (``RUN`` or ``RUN/rollouts``) into ``out``.
 
-    Resumes an unfinished run in ``out``; returns ``out`` when the cache is complete.
+    Resumes an unfinished run in ``out``; returns ``out`` when the cache is complete. A cache
+    with other settings, or made from other rollouts, is refused with the differing keys named
+    (``force=True`` replaces it); ``out`` is locked while written.
     Models run on the device they are on. ``backend`` is a backend name or a configured backend,
     e.g. ``get_backend("nnsight", remote=True)`` to run the forwards on NDIF.
 
@@ -344,11 +326,19 @@ def cache_activations(
         if role in cfg.models or role in ("base", "post_rl"):
             rman.check_model(role, pair.fingerprint(role), what=f"rollouts run {rdir}")
     out = Path(out)
-    settings = _settings(pair, rman, cfg)
-    kept = _prepare_out(out, settings)
-    if kept is None:
-        log.info("%s is already a complete cache with these settings", out)
-        return out
+    config, inputs = _settings(pair, rdir, cfg, rman.config.get("task"))
+    with open_stage(out, KIND, config, inputs, owns=OWNS, force=force) as st:
+        if st.state == REUSE:
+            log.info("%s is already a complete cache with these settings", out)
+            return out
+        _clean_temp(out)
+        kept = read_json(out / PROGRESS).get("shards", []) if st.state == RESUME and (out / PROGRESS).exists() else []
+        _build(pair, rows, cfg, bk, site_objs, st, kept, rdir, progress)
+    return out
+
+
+def _build(pair: ModelPair, rows: list[dict[str, Any]], cfg: CacheConfig, bk, site_objs: list[HookSite], st, kept: list[dict[str, Any]], rdir: Path, progress: bool) -> None:
+    out = st.directory
     plan = _plan(pair, rows, cfg)
     done: list[dict[str, Any]] = []
     for k, rec in enumerate(kept):  # keep the finished prefix that still matches the plan and its hashes
@@ -365,14 +355,14 @@ def cache_activations(
         path = atomic_write(out / shard_name(k), lambda p: digest.append(_write_safetensors(p, tensors, {"format": "pt", "shard": str(k)})))
         del tensors
         done.append({"file": path.name, "sha256": digest[-1], "rollouts": list(plan.shards[k])})
-        write_json(out / PROGRESS, {"settings": settings, "shards": done})
+        write_json(out / PROGRESS, {"shards": done})
         bar.update(1)
     bar.close()
-    _finish(pair, rows, plan, cfg, settings, done, out, rdir)
-    return out
+    _finish(pair, rows, plan, cfg, st, done, rdir)
 
 
-def _finish(pair: ModelPair, rows, plan: _Plan, cfg: CacheConfig, settings, done, out: Path, rdir: Path) -> None:
+def _finish(pair: ModelPair, rows, plan: _Plan, cfg: CacheConfig, st, done, rdir: Path) -> None:
+    out = st.directory
     shard_of = {i: k for k, (a, b) in enumerate(plan.shards) for i in range(a, b)}
     index_rows = []
     for i, r in enumerate(rows):
@@ -382,11 +372,9 @@ def _finish(pair: ModelPair, rows, plan: _Plan, cfg: CacheConfig, settings, done
     write_text(out / INDEX, json.dumps({"rollouts": index_rows}, separators=(",", ":")) + "\n")  # compact: the C encoder, 10x faster than indent
     files = {rec["file"]: rec["sha256"] for rec in done}
     files[INDEX] = sha256_file(out / INDEX)
-    Manifest(
-        kind=KIND,
-        config=settings,
+    st.complete(
+        files,
         models={role: {"path": pair.spec(role).path if role in ("base", "post_rl") else role, "fingerprint": pair.fingerprint(role)} for role in cfg.models},
-        files=files,
         extra={
             "rollouts": str(rdir),
             "n_rollouts": len(rows),
@@ -397,7 +385,7 @@ def _finish(pair: ModelPair, rows, plan: _Plan, cfg: CacheConfig, settings, done
             "index": INDEX,
             "device": str(next(pair.model(cfg.models[0]).parameters()).device),
         },
-    ).write(out)
+    )
     (out / PROGRESS).unlink(missing_ok=True)
 
 
@@ -438,7 +426,10 @@ class ActivationCache:
             raise FileNotFoundError(f"No activation cache at {d}. Run `latentreason cache --out {d}` first.")
         if not (d / MANIFEST_NAME).exists() and (d / PROGRESS).exists():
             raise FileNotFoundError(f"{d} holds an unfinished cache (no {MANIFEST_NAME}); re-run the same `latentreason cache` command to finish it.")
-        man = Manifest.read(d, kind=KIND)
+        try:
+            man = Manifest.read(d, kind=KIND)
+        except UnfinishedArtifactError:
+            raise UnfinishedArtifactError(f"{d} holds an unfinished cache; re-run the same `latentreason cache` command to finish it.") from None
         digest = man.files.get(INDEX)
         if digest is None:
             raise ValueError(f"{d / MANIFEST_NAME} lists no {INDEX}; rebuild the cache.")

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -484,14 +484,7 @@ def extract_vectors(
     fp = model_fingerprint(model)
     cache.check_model("base", fp)
     if site is None:
-        t_site = None
-        if taxonomy not in (None, "planted"):
-            from latentreason.taxonomy import _Taxonomy, load_taxonomy
-
-            t_site = (taxonomy if isinstance(taxonomy, _Taxonomy) else load_taxonomy(taxonomy)).site_
-        if t_site is None and len(cache.sites) != 1:
-            raise ValueError(f"Name a site: the cache holds {', '.join(cache.sites)}.")
-        site = t_site or cache.sites[0]
+        site = default_site(cache, taxonomy)
     from latentreason.taxonomy import cache_hash, cache_site_check
 
     site = cache_site_check(cache, str(site))
@@ -580,24 +573,106 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def write_vectors(out: str | os.PathLike, vectors: Sequence[SteeringVector], *, config: Mapping[str, Any], base_path: str = "", cache_dir: str | os.PathLike | None = None, extra: Mapping[str, Any] | None = None) -> Path:
-    """``save_vectors`` plus a ``manifest.json`` (kind ``"vectors"``) hashing every file."""
-    from latentreason.io import sha256_file
-    from latentreason.manifest import Manifest
+def default_site(cache: Any, taxonomy: Any) -> str:
+    """The site vectors go to when none is named: the taxonomy's, else the cache's only site."""
+    t_site = None
+    if taxonomy not in (None, "planted"):
+        from latentreason.taxonomy import _Taxonomy, load_taxonomy
+
+        t_site = (taxonomy if isinstance(taxonomy, _Taxonomy) else load_taxonomy(taxonomy)).site_
+    if t_site is None and len(cache.sites) != 1:
+        raise ValueError(f"Name a site: the cache holds {', '.join(cache.sites)}.")
+    return str(t_site or cache.sites[0])
+
+
+VECTOR_OWNS = ("index.json", "specificity.json", "*.safetensors", "*.json")
+
+
+def vectors_inputs(cache: Any, taxonomy: Any, base_fingerprint: str) -> dict[str, Any]:
+    """What a vectors stage reads: the cache, the taxonomy (planted labels: none) and the base model."""
+    from latentreason.stage import artifact_digest
+
+    tax = None if taxonomy in (None, "planted") else artifact_digest(taxonomy)
+    return {"activations": cache.manifest.digest(), "taxonomy": tax, "fingerprints": {"base": base_fingerprint}}
+
+
+def _write_vectors_files(st: Any, vectors: Sequence[SteeringVector], *, base_path: str, cache_dir: str | os.PathLike | None, extra: Mapping[str, Any] | None, json_files: Mapping[str, Any] | None = None) -> Path:
+    from latentreason.io import write_json
     from latentreason.taxonomy import cache_hash
     from latentreason.vectors import save_vectors
 
-    d = save_vectors(list(vectors), out)
-    files = {p.name: sha256_file(p) for p in sorted(d.iterdir()) if p.suffix in (".json", ".safetensors") and p.name != "manifest.json"}
+    d = save_vectors(list(vectors), st.directory)
+    names = ["index.json", *(f"{v.name}{ext}" for v in vectors for ext in (".json", ".safetensors"))]
+    for name, obj in (json_files or {}).items():
+        write_json(d / name, obj)
+        names.append(name)
     fps = {v.fingerprint for v in vectors}
-    Manifest(
-        kind=VECTORS_KIND,
-        config=dict(config),
+    st.complete(
+        names,  # only what this stage wrote: files of an earlier artifact are never hashed into this one
         models={"base": {"path": base_path, "fingerprint": next(iter(fps)) if len(fps) == 1 else ""}},
-        files=files,
         extra={"cache": str(cache_dir) if cache_dir else None, "cache_manifest_sha256": cache_hash(cache_dir) if cache_dir else None, **(extra or {})},
-    ).write(d)
+    )
     return d
+
+
+def write_vectors(out: str | os.PathLike, vectors: Sequence[SteeringVector], *, config: Mapping[str, Any], base_path: str = "", cache_dir: str | os.PathLike | None = None, extra: Mapping[str, Any] | None = None, inputs: Mapping[str, Any] | None = None, force: bool = False) -> Path:
+    """``save_vectors`` plus a ``manifest.json`` (kind ``"vectors"``) hashing every file it wrote.
+
+    Vectors with another ``config`` or ``inputs`` already in ``out`` are refused unless ``force``
+    (then only their files are removed). To extract only when needed, use :func:`build_vectors`.
+    """
+    from latentreason.stage import REUSE, open_stage
+
+    with open_stage(out, VECTORS_KIND, config, inputs, owns=VECTOR_OWNS, force=force) as st:
+        if st.state == REUSE:
+            st.restart()
+        return _write_vectors_files(st, vectors, base_path=base_path, cache_dir=cache_dir, extra=extra)
+
+
+def build_vectors(
+    pair: Any,
+    cache_dir: str | os.PathLike,
+    taxonomy: Any,
+    out: str | os.PathLike,
+    site: str | None = None,
+    method: str = "diffmeans",
+    bias: bool = False,
+    *,
+    seed: int = 0,
+    min_examples: int = 2,
+    max_examples: int | None = 2048,
+    optimize: Mapping[str, Any] | None = None,
+    positions: str = "decision",
+    also: Callable[[list[SteeringVector]], Mapping[str, Any]] | None = None,
+    also_config: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> tuple[Path, list[SteeringVector], bool]:
+    """The vectors stage: extract into ``out`` unless vectors with these settings, from this cache and taxonomy, are there.
+
+    ``taxonomy`` is ``"planted"`` or a taxonomy directory. ``also(vectors)`` returns extra JSON
+    files to write with them (e.g. ``{"specificity.json": ...}``), determined by ``also_config``.
+    Returns ``(out, vectors, reused)``; other settings or inputs are refused with the differing
+    keys named (``force=True`` replaces them).
+    """
+    from latentreason.cache import ActivationCache
+    from latentreason.stage import REUSE, open_stage
+    from latentreason.taxonomy import cache_site_check
+    from latentreason.vectors import load_vectors
+
+    cache = ActivationCache.open(cache_dir)
+    site = cache_site_check(cache, str(site) if site is not None else default_site(cache, taxonomy))
+    config = {
+        "site": site, "method": method, "bias": bias, "taxonomy": "planted" if taxonomy in (None, "planted") else "directory", "seed": seed,
+        "min_examples": min_examples, "max_examples": max_examples, "optimize": dict(optimize or {}), "positions": positions, **dict(also_config or {}),
+    }
+    with open_stage(out, VECTORS_KIND, config, vectors_inputs(cache, taxonomy, pair.fingerprint("base")), owns=VECTOR_OWNS, force=force) as st:
+        if st.state == REUSE:
+            vectors = load_vectors(st.directory)
+            return st.directory, list(vectors.values()), True
+        vecs = extract_vectors(pair, cache, taxonomy, site, method, bias, seed=seed, min_examples=min_examples, max_examples=max_examples, optimize=optimize, positions=positions)
+        files = dict(also(vecs)) if also is not None else {}
+        _write_vectors_files(st, vecs, base_path=pair.base_spec.path, cache_dir=cache_dir, extra=None, json_files=files)
+        return st.directory, vecs, False
 
 
 # ---------------------------------------------------------------------- specificity
@@ -656,6 +731,11 @@ class Specificity:
             "n_positions": self.n_positions,
             "diagonal_dominant": self.diagonal_dominant(),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Specificity:
+        """The inverse of :meth:`to_dict` (e.g. ``specificity.json`` of a reused vectors artifact)."""
+        return cls(list(d["vectors"]), list(d["markers"]), list(d["strategies"]), list(d["contexts"]), list(d["own"]), np.asarray(d["gain"]), np.asarray(d["by_context"]), np.asarray(d["base_prob"]), list(d["n_positions"]), float(d["alpha"]))
 
 
 def decision_contexts(cache: Any, tokenizer, format_prompt=None, model: str = "base") -> list[tuple[tuple[int, ...], str]]:

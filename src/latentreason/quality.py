@@ -627,26 +627,35 @@ def hybrid_examples(run: str | os.PathLike, task, point: str | None = None) -> l
 # ---------------------------------------------------------------- output and plots
 
 
-def write_quality(out_dir: str | os.PathLike, report: Mapping[str, Any]) -> list[Path]:
-    """Write ``quality.json`` (without records), ``records.jsonl`` (when kept) and the plots (PNG + SVG) into ``out_dir``."""
+QUALITY_OWNS = (QUALITY_FILE, RECORDS_FILE, "early_answering.*", "info_gain.*", "filler.*")
+
+
+def write_quality(out_dir: str | os.PathLike, report: Mapping[str, Any], *, force: bool = False) -> list[Path]:
+    """Write ``quality.json`` (without records), ``records.jsonl`` (when kept) and the plots (PNG + SVG) into ``out_dir``.
+
+    ``out_dir`` is a quality stage (``latentreason.stage``): a quality artifact with another config
+    there is refused unless ``force``; one with the same config is replaced (only its own files).
+    """
     out = Path(out_dir)
     if "generators" not in report or not report["generators"]:
         raise ValueError("Not a quality report (no 'generators'); build it with quality_report(pair, generators).")
-    from latentreason.io import sha256_file
-    from latentreason.manifest import Manifest
+    from latentreason.stage import REUSE, open_stage
 
     summary = {k: v for k, v in report.items() if k != "records"}
-    paths = [write_json(out / QUALITY_FILE, json.loads(json.dumps(summary, default=str)))]
-    if report.get("records"):
-        rows = [{"generator": name, **r} for name, recs in report["records"].items() for r in recs]
-        paths.append(write_jsonl(out / RECORDS_FILE, rows))
-    paths += plot_early_answering(summary, out / "early_answering.png")
-    paths += plot_info_gain(summary, out / "info_gain.png")
-    paths += plot_filler(summary, out / "filler.png")
     config = {k: summary.get(k) for k in ("task", "fractions", "marker", "anchor", "filler", "n_boot", "seed", "config")}
     scorer = {str(summary.get("scorer")): {"path": str(summary.get("pair", "")), "fingerprint": str(summary.get("scorer_fingerprint", ""))}}
-    files = {p.name: sha256_file(p) for p in paths}
-    paths.append(Manifest(kind=QUALITY_KIND, config=config, models=scorer, files=files, extra={"generators": list(summary["generators"])}).write(out))
+    with open_stage(out, QUALITY_KIND, config, {"scorer": scorer}, owns=QUALITY_OWNS, force=force) as st:
+        if st.state == REUSE:
+            st.restart()
+        paths = [write_json(out / QUALITY_FILE, json.loads(json.dumps(summary, default=str)))]
+        if report.get("records"):
+            rows = [{"generator": name, **r} for name, recs in report["records"].items() for r in recs]
+            paths.append(write_jsonl(out / RECORDS_FILE, rows))
+        paths += plot_early_answering(summary, out / "early_answering.png")
+        paths += plot_info_gain(summary, out / "info_gain.png")
+        paths += plot_filler(summary, out / "filler.png")
+        st.complete([p.name for p in paths], models=scorer, extra={"generators": list(summary["generators"])})
+    paths.append(out / "manifest.json")
     return paths
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,6 +65,8 @@ class RecoverConfig:
     seed: int = 0
     task: str | None = None
     data: str | None = None
+    vectors: str | None = None  # a vectors directory to use instead of extracting (copied into the run; the source is never changed)
+    router: str | None = None  # a trained router directory to use instead of fitting one (copied likewise)
 
     def __post_init__(self) -> None:
         for name in ("n_train", "n_dev", "n_test", "batch_size"):
@@ -85,23 +88,37 @@ class RecoverConfig:
 # ------------------------------------------------------------------ artifacts
 
 
-def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig, progress: bool = True) -> dict[str, Any]:
-    """Rollouts, cache, categories, vectors and router in ``out``; reuses those already there."""
+ROUTER_FILES = ("router.json", "router.safetensors")
+SFT_OWNS = ("*.json", "*.safetensors", "*.txt", "*.jinja")
+
+
+def resolved_sites(pair: ModelPair, cfg: RecoverConfig) -> tuple[str, str]:
+    """The base-model site of the vectors and the post-RL site the router reads."""
+    site = cfg.site or pair.defaults.get("site") or "resid_post.1"
+    return site, cfg.router_site or pair.defaults.get("router_site") or site
+
+
+def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig, progress: bool = True, *, force: bool = False) -> dict[str, Any]:
+    """Rollouts, cache, categories, vectors and router in ``out``, each a stage (``latentreason.stage``).
+
+    A stage already there with the same config and inputs is reused (or resumed); one made with
+    other settings, or from inputs since replaced, is refused with the differing keys named
+    (``force=True`` rebuilds it). ``cfg.vectors`` / ``cfg.router`` are copied in, never moved.
+    """
     from latentreason.cache import ActivationCache, cache_activations
-    from latentreason.extract import categories_from, extract_vectors, write_vectors
-    from latentreason.rollouts import ROLLOUTS_FILE, generate_rollouts, task_for_pair, write_rollouts
+    from latentreason.extract import build_vectors, categories_from
+    from latentreason.rollouts import build_rollouts, task_for_pair
+    from latentreason.stage import artifact_digest, copy_artifact
     from latentreason.vectors import load_vectors
 
     rd = RunDir(out).mkdir()
+    for what, src in (("vectors", cfg.vectors), ("router", cfg.router)):
+        if src is not None and not Path(src).is_dir():
+            raise FileNotFoundError(f"--{what} {src}: no such directory.")
     task = task_for_pair(pair, cfg.task, cfg.data) if cfg.data else task_for_pair(pair, cfg.task)
-    site = cfg.site or pair.defaults.get("site") or "resid_post.1"
-    router_site = cfg.router_site or pair.defaults.get("router_site") or site
-    if not (rd.rollouts / ROLLOUTS_FILE).exists():
-        rows = generate_rollouts(pair, task, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens, batch_size=min(64, cfg.batch_size))
-        write_rollouts(rd.rollouts, rows, pair, task)
-    sites = sorted({site, router_site})
-    if not (rd.activations / "manifest.json").exists():
-        cache_activations(pair, rd.rollouts, rd.activations, sites, models=("base", "post_rl"), progress=progress)
+    site, router_site = resolved_sites(pair, cfg)
+    build_rollouts(pair, task, rd.rollouts, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens, batch_size=min(64, cfg.batch_size), force=force)
+    cache_activations(pair, rd.rollouts, rd.activations, sorted({site, router_site}), models=("base", "post_rl"), progress=progress, force=force)
     cache = ActivationCache.open(rd.activations)
     cache.check_model("base", pair.fingerprint("base"))
     cache.check_model("post_rl", pair.fingerprint("post_rl"))
@@ -110,20 +127,24 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     if taxonomy == "auto":  # planted labels where the task has them, else discover strategies with k-means
         taxonomy = "planted" if any(s.get("label") is not None for s in cache.sentences) else "kmeans"
     if taxonomy in ("kmeans", "sae"):
-        from latentreason.taxonomy import fit_from_cache, write_taxonomy
+        from latentreason.taxonomy import build_taxonomy
 
-        if not (rd.taxonomy / "manifest.json").exists():
-            n_sent = len(cache.sentences)
-            if cfg.k is None and n_sent < 2:
-                raise ValueError(f"The cache holds {n_sent} sentence(s); discovering strategies needs at least 2. Generate more or longer rollouts (--n-train, --max-new-tokens).")
-            ks = cfg.k or f"2-{min(8, n_sent)}"  # small runs (few sentences): never sweep more clusters than sentences
-            est, metrics, rows = fit_from_cache(cache, site, ks, (taxonomy,), random_state=cfg.seed)
-            write_taxonomy(rd.taxonomy, est, cache, metrics, rows, cache_dir=rd.activations)
+        n_sent = len(cache.sentences)
+        if cfg.k is None and n_sent < 2:
+            raise ValueError(f"The cache holds {n_sent} sentence(s); discovering strategies needs at least 2. Generate more or longer rollouts (--n-train, --max-new-tokens).")
+        ks = cfg.k or f"2-{min(8, n_sent)}"  # small runs (few sentences): never sweep more clusters than sentences
+        build_taxonomy(rd.activations, rd.taxonomy, site, ks, (taxonomy,), random_state=cfg.seed, force=force)
         taxonomy = rd.taxonomy
-    if not (rd.vectors / "manifest.json").exists():
-        vecs = extract_vectors(pair, cache, taxonomy, site, cfg.method, bias=True, seed=cfg.seed)
-        write_vectors(rd.vectors, vecs, config={"method": cfg.method, "site": site, "taxonomy": str(taxonomy)}, base_path=pair.base_spec.path, cache_dir=rd.activations)
+    if cfg.vectors is not None:
+        src = Path(cfg.vectors)
+        names = [*load_vectors(src)]  # hash-checked before anything is copied
+        copy_artifact(src, rd.vectors, "vectors", ["index.json", *(f"{n}{ext}" for n in names for ext in (".json", ".safetensors"))], force=force)
+    else:
+        build_vectors(pair, rd.activations, taxonomy, rd.vectors, site, cfg.method, bias=True, seed=cfg.seed, force=force)
     vectors = load_vectors(rd.vectors)
+    elsewhere = sorted({str(v.site) for v in vectors.values()} - {site})
+    if elsewhere:
+        raise ValueError(f"The vectors in {cfg.vectors or rd.vectors} are at {', '.join(elsewhere)}, but this run steers at {site}. Pass --site {elsewhere[0]}, or give vectors made at {site}.")
     strategy_vectors = [v for name, v in vectors.items() if name != "bias"]
     if not strategy_vectors:
         raise ValueError(f"No strategy vector in {rd.vectors}: no category had enough example sentences in {cfg.n_train} rollouts. Use more or longer rollouts (--n-train, --max-new-tokens) in a fresh --out.")
@@ -132,15 +153,51 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     index = {n: i for i, n in enumerate(names)}
     labels = [index.get(cats.names.get(c), NONE) if c is not None else NONE for c in cats.labels]
     X, y = router_training_data(cache, router_site, labels)
-    if (rd.router / "router.json").exists():
+    if cfg.router is not None:
+        copy_artifact(cfg.router, rd.router, "router", ROUTER_FILES, force=force)
         router = ProbeRouter.load(rd.router)
-        if router.strategies != names:
-            raise ValueError(f"The router in {rd.router} routes to {router.strategies}, but the vectors are {names}; delete one of them and re-run.")
-        router.check_model(router_site, pair.fingerprint("post_rl"))
     else:
-        router = ProbeRouter(names, router_site, threshold=cfg.threshold, random_state=cfg.seed).fit(X, y, fingerprint=pair.fingerprint("post_rl"))
-        router.save(rd.router)
+        from latentreason.stage import REUSE, open_stage
+
+        rconfig = {"site": router_site, "strategies": names, "C": 1.0, "max_iter": 500, "random_state": cfg.seed, "max_negatives": 20_000}
+        rinputs = {"activations": cache.manifest.digest(), "taxonomy": None if taxonomy == "planted" else artifact_digest(taxonomy), "vectors": artifact_digest(rd.vectors)}
+        with open_stage(rd.router, "router", rconfig, rinputs, owns=ROUTER_FILES, force=force) as st:
+            if st.state == REUSE:
+                router = ProbeRouter.load(rd.router)
+            else:
+                router = ProbeRouter(names, router_site, threshold=cfg.threshold, random_state=cfg.seed).fit(X, y, fingerprint=pair.fingerprint("post_rl"))
+                router.save(rd.router)
+                st.complete(ROUTER_FILES, models={"post_rl": {"path": pair.post_rl_spec.path, "fingerprint": pair.fingerprint("post_rl")}})
+    if router.strategies != names:
+        raise ValueError(f"The router in {cfg.router or rd.router} routes to {router.strategies}, but the vectors are {names}; give a router trained for these vectors.")
+    router.check_model(router_site, pair.fingerprint("post_rl"))
+    router = _with_threshold(router, cfg.threshold)  # the routing threshold is the config's, never the one saved with the router
+    if cfg.interventions and getattr(task, "name", "") == "arith" and "single_problem_rl" in pair.extras:
+        build_sft(pair, rd, cfg.seed, force=force)
     return {"task": task, "vectors": strategy_vectors, "bias": vectors.get("bias"), "router": router, "router_X": (X, y), "site": site, "router_site": router_site}
+
+
+def build_sft(pair: ModelPair, rd: RunDir, seed: int, *, force: bool = False) -> Path:
+    """The single-problem SFT stage (``RUN/single_problem_sft``): fine-tune the base model on the pair's single RL problem."""
+    import shutil
+
+    from latentreason.sft import save_sft_model, single_problem_sft
+    from latentreason.stage import REUSE, open_stage
+
+    config = {"seed": seed, "steps": 30, "lr": 1e-4}  # single_problem_sft's defaults; the problem is the pair's (its single-problem RL model)
+    inputs = {"fingerprints": {role: pair.fingerprint(role) for role in ("base", "single_problem_rl")}}
+    with open_stage(rd.sft, "sft", config, inputs, owns=SFT_OWNS, force=force) as st:
+        if st.state == REUSE:
+            return rd.sft
+        tmp = rd.root / f".{rd.sft.name}.build"  # save_sft_model writes a whole directory: build it aside, then move its files in
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_sft_model(single_problem_sft(pair, steps=config["steps"], lr=config["lr"], seed=seed), pair.base_tokenizer, tmp)
+        names = sorted(f.name for f in tmp.iterdir())
+        for n in names:
+            os.replace(tmp / n, st.path(n))
+        tmp.rmdir()
+        st.complete(names, models={"base": {"path": pair.base_spec.path, "fingerprint": pair.fingerprint("base")}})
+    return rd.sft
 
 
 def router_training_data(cache, site: str, sentence_labels: list[int], max_negatives: int = 20_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,33 +283,62 @@ def intervention_models(pair: ModelPair, task, rd: RunDir, cfg: RecoverConfig) -
     """Cheap interventions to place beside the hybrid: the pair's extra models and, on the organism, a single-problem SFT."""
     models = dict(pair.extras)
     if getattr(task, "name", "") == "arith" and "single_problem_rl" in pair.extras:
+        from latentreason.manifest import Manifest
         from latentreason.pair import load_model
-        from latentreason.sft import save_sft_model, single_problem_sft
 
-        sft_dir = rd.root / "single_problem_sft"
-        if not (sft_dir / "config.json").exists():
-            save_sft_model(single_problem_sft(pair, seed=cfg.seed), pair.base_tokenizer, sft_dir)
-        models["single_problem_sft"] = load_model(str(sft_dir))
+        Manifest.read(build_sft(pair, rd, cfg.seed), kind="sft")  # reused when build_artifacts made it; refuses an unfinished one
+        models["single_problem_sft"] = load_model(str(rd.sft))
     return models
 
 
-def run_recovery(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """Build artifacts, evaluate every point (resuming), write ``recovery.json`` and plots; returns the result."""
-    from latentreason.plots import plot_recovery_vs_alpha, plot_recovery_vs_budget
+RECOVERY_OWNS = (RECOVERY_FILE, "recovery_vs_*.png", "recovery_vs_*.svg")
+
+
+def points_inputs(pair: ModelPair, rd: RunDir, art: dict[str, Any]) -> dict[str, Any]:
+    """What the points of a run read: its vectors and router, the pair's models (and the SFT intervention, when there)."""
+    from latentreason.stage import artifact_digest
+
+    inputs: dict[str, Any] = {"vectors": artifact_digest(rd.vectors), "router": artifact_digest(rd.router), "fingerprints": {role: pair.fingerprint(role) for role in ("base", "post_rl", *pair.extras)}}
+    if (rd.sft / "manifest.json").exists():
+        inputs["sft"] = artifact_digest(rd.sft)
+    return inputs
+
+
+def run_recovery(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig | None = None, progress: bool = True, *, force: bool = False) -> dict[str, Any]:
+    """Build artifacts, evaluate every point (resuming), write ``recovery.json`` and plots; returns the result.
+
+    ``out`` is locked for the run. Each config's points live in their own stage directory
+    (``RunDir.points(cfg.key())``), resumed point by point; points made from other vectors, router or
+    models are refused (``force=True`` recomputes them). ``recovery.json`` and the plots are the run's
+    current summary, replaced by each run.
+    """
+    from latentreason.stage import open_run, open_stage
 
     cfg = cfg or RecoverConfig()
-    rd = RunDir(out).mkdir()
-    art = build_artifacts(pair, out, cfg, progress)
+    with open_run(out) as rd:
+        art = build_artifacts(pair, rd.root, cfg, progress, force=force)
+        key = cfg.key()
+        pconfig = {**dataclasses.asdict(cfg), "site": art["site"], "router_site": art["router_site"]}
+        with open_stage(rd.points(key), "points", pconfig, points_inputs(pair, rd, art), owns=("*.json",), force=force) as points:
+            with open_stage(rd.recovery, "recovery", {"points": key}, owns=RECOVERY_OWNS, force=True) as summary:  # only ever replaces its own files
+                result = _evaluate(pair, rd, cfg, art, key, progress)
+                points.complete(sorted(p.name for p in points.directory.glob("*.json") if p.name != "manifest.json"))
+                summary.complete(sorted(p.name for pat in RECOVERY_OWNS for p in rd.recovery.glob(pat)))
+    return result
+
+
+def _evaluate(pair: ModelPair, rd: RunDir, cfg: RecoverConfig, art: dict[str, Any], key: str, progress: bool) -> dict[str, Any]:
+    """Every point of one config (each saved as it finishes; finished ones are read back), then ``recovery.json`` and plots."""
+    from latentreason.plots import plot_recovery_vs_alpha, plot_recovery_vs_budget
+
     task, vectors, bias, router = art["task"], art["vectors"], art["bias"], art["router"]
-    pdir = rd.recovery / "points" / cfg.key()
-    pdir.mkdir(parents=True, exist_ok=True)
-    write_json(pdir / "config.json", dataclasses.asdict(cfg))
+    write_json(rd.points(key) / "config.json", dataclasses.asdict(cfg))
     dev = task.sample("dev", cfg.n_dev, seed=cfg.seed)
     test = task.sample("test", cfg.n_test, seed=cfg.seed)
     dev_prompts, test_prompts = [task.prompt(p) for p in dev], [task.prompt(p) for p in test]
 
     def cached(name: str, fn) -> dict[str, Any]:
-        path = pdir / f"{name}.json"
+        path = rd.point(key, name)
         if path.exists():
             return read_json(path)
         val = fn()

@@ -218,33 +218,92 @@ def generate_rollouts(
 def rollouts_dir(path: str | os.PathLike) -> Path:
     """The rollouts directory of ``path``: a run directory (``RUN/rollouts``) or the rollouts directory itself."""
     p = Path(path)
-    if (p / ROLLOUTS_FILE).exists() or (p / MANIFEST_NAME).exists():
+    if (p / ROLLOUTS_FILE).exists():
         return p
+    if (p / MANIFEST_NAME).exists():
+        try:
+            if Manifest.read(p, allow_running=True).kind != "run":
+                return p
+        except ValueError:
+            return p
     return RunDir(p).rollouts
 
 
-def write_rollouts(directory: str | os.PathLike, rows: Sequence[Mapping[str, Any]], pair: ModelPair, task, config: Mapping[str, Any] | None = None) -> Path:
-    """Write ``rollouts.jsonl`` and its manifest into ``directory`` (e.g. ``RunDir(run).rollouts``), atomically.
+OWNS = (ROLLOUTS_FILE,)
 
-    ``config`` holds the generation settings (split, n, seed, models, temperature, ...).
-    """
-    if not rows:
-        raise ValueError("No rollouts to write: generate at least one.")
-    d = Path(directory)
-    path = write_jsonl(d / ROLLOUTS_FILE, rows)
+
+def _stage_config(pair: ModelPair, task, roles: Sequence[str], config: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config and inputs of a rollouts stage: the task, its settings and the sampling settings; the generating models."""
+    cfg = {"task": task_name(task.name), "task_config": task_config_of(task), **dict(config or {})}
+    return cfg, {"fingerprints": {role: pair.fingerprint(role) for role in roles}}
+
+
+def _write_files(st, rows: Sequence[Mapping[str, Any]], pair: ModelPair) -> Path:
+    path = write_jsonl(st.path(ROLLOUTS_FILE), rows)
     roles = list(dict.fromkeys([*ROLES, *(r["model"] for r in rows)]))
     by_model: dict[str, float] = {}
     for role in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == role]
         by_model[role] = sum(bool(r["correct"]) for r in mine) / len(mine)
-    Manifest(
-        kind=ROLLOUTS_KIND,
-        config={"task": task_name(task.name), "task_config": task_config_of(task), **dict(config or {})},
+    st.complete(
+        {ROLLOUTS_FILE: sha256_file(path)},
         models={role: {"path": pair.spec(role).path if role in ROLES else role, "fingerprint": pair.fingerprint(role)} for role in roles},
-        files={ROLLOUTS_FILE: sha256_file(path)},
         extra={"pair": pair.source or pair.name, "n_rows": len(rows), "accuracy": by_model},
-    ).write(d)
-    return d
+    )
+    return st.directory
+
+
+def write_rollouts(directory: str | os.PathLike, rows: Sequence[Mapping[str, Any]], pair: ModelPair, task, config: Mapping[str, Any] | None = None, *, force: bool = False) -> Path:
+    """Write ``rollouts.jsonl`` and its manifest into ``directory`` (e.g. ``RunDir(run).rollouts``), atomically.
+
+    ``config`` holds the generation settings (split, n, seed, models, temperature, ...). Rollouts
+    with other settings already there are refused (``force=True`` replaces them); with the same
+    settings they are replaced by ``rows``. To generate only when needed, use :func:`build_rollouts`.
+    """
+    from latentreason.stage import REUSE, open_stage
+
+    if not rows:
+        raise ValueError("No rollouts to write: generate at least one.")
+    cfg, inputs = _stage_config(pair, task, list(dict.fromkeys(r["model"] for r in rows)), config)
+    with open_stage(directory, ROLLOUTS_KIND, cfg, inputs, owns=OWNS, force=force) as st:
+        if st.state == REUSE:
+            st.restart()
+        return _write_files(st, rows, pair)
+
+
+def build_rollouts(
+    pair: ModelPair,
+    task,
+    directory: str | os.PathLike,
+    split: str,
+    n: int,
+    *,
+    seed: int = 0,
+    models: Sequence[str] = ("post_rl",),
+    temperature: float = 0.0,
+    batch_size: int = 64,
+    max_new_tokens: int | None = None,
+    force: bool = False,
+) -> tuple[Path, bool]:
+    """The rollouts stage: generate into ``directory`` unless rollouts with these settings are there.
+
+    Returns ``(directory, reused)``. Rollouts made with other settings or models are refused
+    with the differing keys named (``force=True`` replaces them).
+    """
+    from latentreason.stage import REUSE, open_stage
+
+    task = task_for_pair(pair, task) if isinstance(task, str) else task
+    max_new = default_max_new_tokens(pair, task) if max_new_tokens is None else int(max_new_tokens)
+    roles = list(models)
+    config = {"split": split, "n": n, "seed": seed, "models": roles, "temperature": temperature, "batch_size": batch_size, "max_new_tokens": max_new}
+    for role in roles:
+        pair.model(role)  # raises on an unknown role, before the stage starts
+    cfg, inputs = _stage_config(pair, task, roles, config)
+    with open_stage(directory, ROLLOUTS_KIND, cfg, inputs, owns=OWNS, force=force) as st:
+        if st.state == REUSE:
+            return st.directory, True
+        rows = generate_rollouts(pair, task, split, n, seed=seed, models=roles, temperature=temperature, batch_size=batch_size, max_new_tokens=max_new)
+        return _write_files(st, rows, pair), False
 
 
 def read_rollouts(path: str | os.PathLike) -> tuple[Manifest, list[dict[str, Any]]]:

@@ -148,13 +148,17 @@ class ProbeRouter:
         )
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> ProbeRouter:
+    def load(cls, directory: str | os.PathLike, threshold: float | None = None) -> ProbeRouter:
+        """A saved probe router; ``threshold`` replaces the one it was saved with (the caller's config decides routing)."""
+        from latentreason.manifest import check_finished
+
         d = Path(directory)
+        check_finished(d)
         meta = read_json(d / "router.json")
         if meta.get("kind") != cls.kind:
             raise ValueError(f"{d} holds a {meta.get('kind')!r} router, not a probe router.")
         t = load_tensors(d / "router.safetensors", expected_sha256=meta["sha256"])
-        r = cls(meta["strategies"], meta["site"], meta["threshold"], meta["C"], meta["max_iter"], meta["random_state"])
+        r = cls(meta["strategies"], meta["site"], meta["threshold"] if threshold is None else check_budget(threshold), meta["C"], meta["max_iter"], meta["random_state"])
         r.mean_, r.scale_, r.coef_, r.intercept_ = t["mean"], t["scale"][0], t["coef"], t["intercept"]
         r.fingerprint = meta.get("fingerprint")
         return r

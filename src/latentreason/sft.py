@@ -151,6 +151,13 @@ def save_sft_model(model, tokenizer, out: str | os.PathLike, extra: dict[str, An
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory; choose another output directory.")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            ours = read_json(out / SFT_INFO).get("kind") == SFT_KIND
+        except (FileNotFoundError, ValueError, AttributeError):
+            ours = False
+        if not ours:  # only an SFT model this module wrote is ever replaced
+            raise ValueError(f"{out} is not empty and holds no single-problem SFT model ({SFT_INFO} missing); nothing there is touched. Choose an empty or new directory.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

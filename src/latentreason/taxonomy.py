@@ -367,9 +367,12 @@ def make_taxonomy(method: str, k: int, *, random_state: int = 0, **params: Any) 
 
 def load_taxonomy(directory: str | os.PathLike) -> _Taxonomy:
     """Load a saved taxonomy estimator; sets ``site_``, ``fingerprint_`` and ``extra_`` from its JSON."""
+    from latentreason.manifest import check_finished
+
     d = Path(directory)
     if not (d / MODEL_JSON).exists():
         raise FileNotFoundError(f"{d} holds no taxonomy ({MODEL_JSON} is missing). Create one with `latentreason taxonomy --out {d}`.")
+    check_finished(d)
     meta = read_json(d / MODEL_JSON)
     method = meta.get("method")
     if method not in _CLASSES:
@@ -685,6 +688,9 @@ def fit_from_cache(
     return est, metrics, rows
 
 
+TAXONOMY_FILES = (MODEL_JSON, MODEL_TENSORS, "labels.json", "clusters.json", "metrics.json")
+
+
 def write_taxonomy(
     out: str | os.PathLike,
     estimator: _Taxonomy,
@@ -695,14 +701,70 @@ def write_taxonomy(
     cache_dir: str | os.PathLike | None = None,
     model: str = "post_rl",
     n_top: int = 5,
+    config: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write the taxonomy artifact: estimator files, labels.json, clusters.json, metrics.json, manifest.json."""
-    from latentreason.manifest import Manifest
+    """Write the taxonomy artifact: estimator files, labels.json, clusters.json, metrics.json, manifest.json.
 
-    d = Path(out)
+    ``config`` is what determined the fit (default: the estimator's site, method, k, pooling and
+    seed); a taxonomy with another config already in ``out`` is refused unless ``force``. To fit
+    only when needed, use :func:`build_taxonomy`.
+    """
+    from latentreason.stage import REUSE, open_stage
+
     site = getattr(estimator, "site_", None)
     if site is None:
         raise ValueError("The taxonomy records no site: fit it with fit_from_cache, or set estimator.site_ to the site its activations came from.")
+    if config is None:
+        params = estimator.get_params()
+        config = {"site": site, "methods": [estimator.method], "ks": [int(estimator.k)], "pooling": getattr(estimator, "extra_", {}).get("pooling", "mean"), "random_state": params.get("random_state"), "model": model, "n_top": n_top}
+    with open_stage(out, TAXONOMY_KIND, config, {"activations": cache.manifest.digest()}, owns=TAXONOMY_FILES, force=force) as st:
+        if st.state == REUSE:
+            st.restart()
+        return _write_taxonomy_files(st, estimator, cache, metrics, rows, cache_dir=cache_dir, model=model, n_top=n_top)
+
+
+def build_taxonomy(
+    cache_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    site: str,
+    ks: str | int | Sequence[int],
+    methods: Sequence[str] = ("kmeans",),
+    *,
+    n_seeds: int = 3,
+    random_state: int = 0,
+    pooling: str = DEFAULT_POOLING,
+    model: str = "post_rl",
+    n_top: int = 5,
+    force: bool = False,
+) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """The taxonomy stage: fit on the cache at ``cache_dir`` into ``out`` unless a taxonomy with these settings is there.
+
+    Returns ``(out, metrics of the chosen fit, sweep rows)``. A taxonomy with other settings, or
+    fit on another cache, is refused with the differing keys named (``force=True`` replaces it).
+    """
+    from latentreason.cache import ActivationCache, parse_pooling
+    from latentreason.stage import REUSE, open_stage
+
+    cache = ActivationCache.open(cache_dir)
+    site = cache_site_check(cache, site)
+    ks_list = parse_ks(ks)
+    parse_pooling(pooling)  # raises on a bad pooling before the stage starts
+    config = {"site": site, "methods": list(methods), "ks": ks_list, "pooling": pooling, "random_state": random_state, "n_seeds": n_seeds, "model": model, "n_top": n_top}
+    with open_stage(out, TAXONOMY_KIND, config, {"activations": cache.manifest.digest()}, owns=TAXONOMY_FILES, force=force) as st:
+        if st.state == REUSE:
+            metrics = read_json(st.path("metrics.json"))
+            rows = metrics.pop("sweep", None) or [{**metrics, "chosen": True}]
+            return st.directory, metrics, rows
+        est, metrics, rows = fit_from_cache(cache, site, ks_list, methods, model=model, n_seeds=n_seeds, random_state=random_state, pooling=pooling)
+        return _write_taxonomy_files(st, est, cache, metrics, rows, cache_dir=cache_dir, model=model, n_top=n_top), metrics, rows
+
+
+def _write_taxonomy_files(st, estimator: _Taxonomy, cache: Any, metrics: dict[str, Any], rows: list[dict[str, Any]] | None, *, cache_dir, model: str, n_top: int) -> Path:
+    from latentreason.manifest import Manifest
+
+    d = st.directory
+    site = estimator.site_
     X = cache.sentence_pooled(site, model, getattr(estimator, "extra_", {}).get("pooling", "mean"))
     sents = cache.sentences
     planted = [s.get("label") for s in sents]
@@ -718,7 +780,6 @@ def write_taxonomy(
     })
     write_json(d / "clusters.json", {"site": site, "method": estimator.method, "k": int(estimator.k), "clusters": clusters})
     write_json(d / "metrics.json", {**metrics, **({"sweep": rows} if rows and len(rows) > 1 else {})})
-    files = {n: sha256_file(d / n) for n in (MODEL_JSON, MODEL_TENSORS, "labels.json", "clusters.json", "metrics.json")}
     models = {model: {"path": "", "fingerprint": cache.fingerprint(model)}}
     if cache_dir is not None:
         try:
@@ -727,11 +788,9 @@ def write_taxonomy(
                 models[model] = dict(cm.models[model])
         except FileNotFoundError:
             pass
-    Manifest(
-        kind=TAXONOMY_KIND,
-        config={"site": site, "method": estimator.method, "k": int(estimator.k), "params": estimator.get_params(), "model": model},
+    st.complete(
+        TAXONOMY_FILES,
         models=models,
-        files=files,
-        extra={"cache": str(cache_dir) if cache_dir else None, "cache_manifest_sha256": cache_hash(cache_dir) if cache_dir else None},
-    ).write(d)
+        extra={"chosen": {"method": estimator.method, "k": int(estimator.k), "params": estimator.get_params()}, "cache": str(cache_dir) if cache_dir else None, "cache_manifest_sha256": cache_hash(cache_dir) if cache_dir else None},
+    )
     return d

@@ -130,7 +130,10 @@ def save_vectors(vectors: list[SteeringVector], directory: str | os.PathLike) ->
 
 def load_vectors(directory: str | os.PathLike) -> dict[str, SteeringVector]:
     """All vectors in a directory written by :func:`save_vectors`, by name."""
+    from latentreason.manifest import check_finished
+
     d = Path(directory)
+    check_finished(d)  # an unfinished vectors stage is refused
     if not (d / "index.json").exists():
         raise FileNotFoundError(f"{d} holds no steering vectors (no index.json). Create them with `latentreason extract`.")
     return {n: SteeringVector.load(d / f"{n}.json") for n in read_json(d / "index.json")["vectors"]}

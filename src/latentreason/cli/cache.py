@@ -16,7 +16,8 @@ import click
 @click.option("--shard-tokens", default=32768, show_default=True, type=int, help="Completion tokens per shard.")
 @click.option("--backend", default="hf", show_default=True, help="Activation backend: hf, transformer_lens or nnsight.")
 @click.option("--remote", is_flag=True, help="With --backend nnsight: run the forward passes on NDIF (key from $NDIF_API_KEY; the pair must name Hub models).")
-def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str, dtype: str, batch_size: int, shard_tokens: int, backend: str, remote: bool) -> None:
+@click.option("--force", is_flag=True, help="Replace a cache made with other settings or from other rollouts in --out (only its files).")
+def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str, dtype: str, batch_size: int, shard_tokens: int, backend: str, remote: bool, force: bool) -> None:
     """Cache activations at SITES of each model on the same rollout texts (sharded safetensors, resumable)."""
     from latentreason.cache import cache_activations
     from latentreason.pair import default_device, load_pair
@@ -30,7 +31,7 @@ def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str,
             from latentreason.backends import get_backend
 
             backend = get_backend("nnsight", remote=True)  # raises before any network call when NDIF_API_KEY is unset
-        path = cache_activations(pair, rollouts_path, out, sites, roles, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens, backend=backend)
+        path = cache_activations(pair, rollouts_path, out, sites, roles, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens, backend=backend, force=force)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"activations written to {path}")

@@ -9,21 +9,21 @@ import click
 
 @click.command()
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--fresh", is_flag=True, help="Delete the run directory first instead of reusing its artifacts.")
+@click.option("--fresh", is_flag=True, help="Remove the run's artifacts first instead of reusing them (only files its stages wrote; a folder that is not a latentreason run is refused).")
 def demo(out: str, fresh: bool) -> None:
     """Rollouts, cache, taxonomy, vectors, router, hybrid with controls, quality and report on the shipped organism."""
-    import shutil
-
     from latentreason.demo import run_demo
     from latentreason.io import read_json
     from latentreason.report import best_point
     from latentreason.rundir import RunDir
+    from latentreason.stage import claim_run_file, open_run, record_run_file
 
-    if fresh:
-        shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
     try:
-        path = run_demo(out)
+        with open_run(out, fresh=fresh) as rd:
+            claim_run_file(rd.root, rd.report.name)
+            path = run_demo(out)
+            record_run_file(rd.root, rd.report.name)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     rd = RunDir(out)

@@ -19,28 +19,38 @@ import click
 @click.option("--epochs", default=30, show_default=True, type=int, help="Optimised vectors: maximum epochs (early-stopped on held-out rollouts).")
 @click.option("--positions", default="decision", show_default=True, type=click.Choice(["decision", "sentence"]), help="Optimised vectors: add v at the decision position only, or also at the sentence's tokens.")
 @click.option("--specificity-alpha", type=float, default=None, help="Also measure and print the specificity matrix at this strength (needs planted labels).")
-def extract(pair_spec: str, cache_dir: str, taxonomy_spec: str, site: str | None, method: str, bias: bool, out: str, seed: int, min_examples: int, max_examples: int, epochs: int, positions: str, specificity_alpha: float | None) -> None:
-    """Extract one steering vector per taxonomy category for the base model at SITE (save_vectors + manifest.json)."""
+@click.option("--force", is_flag=True, help="Replace vectors made with other settings, or from another cache or taxonomy, in --out (only their files).")
+def extract(pair_spec: str, cache_dir: str, taxonomy_spec: str, site: str | None, method: str, bias: bool, out: str, seed: int, min_examples: int, max_examples: int, epochs: int, positions: str, specificity_alpha: float | None, force: bool) -> None:
+    """Extract one steering vector per taxonomy category for the base model at SITE (save_vectors + manifest.json).
+
+    Vectors with the same settings, from the same cache and taxonomy, already in --out are reused.
+    """
     from latentreason.cache import ActivationCache
-    from latentreason.extract import extract_vectors, specificity_matrix, write_vectors
-    from latentreason.io import write_json
+    from latentreason.extract import Specificity, build_vectors, specificity_matrix
+    from latentreason.io import read_json
     from latentreason.pair import default_device, load_pair
 
     try:
         pair = load_pair(pair_spec, device=default_device())
-        cache = ActivationCache.open(cache_dir)
-        vectors = extract_vectors(pair, cache, taxonomy_spec, site, method, bias, seed=seed, min_examples=min_examples, max_examples=max_examples, optimize={"max_epochs": epochs}, positions=positions)
-        config = {"site": str(vectors[0].site), "method": method, "bias": bias, "taxonomy": taxonomy_spec, "seed": seed, "min_examples": min_examples, "max_examples": max_examples, "epochs": epochs, "positions": positions}
-        extra = {}
-        spec = None
-        if specificity_alpha is not None:
-            spec = specificity_matrix(pair.base_model, pair.base_tokenizer, vectors, cache, specificity_alpha, format_prompt=lambda p: pair.format_prompt("base", p))
-            extra["specificity"] = spec.to_dict()
-        d = write_vectors(out, vectors, config=config, base_path=pair.base_spec.path, cache_dir=cache_dir, extra=extra)
-        if spec is not None:
-            write_json(d / "specificity.json", spec.to_dict())
+        holder: dict[str, Specificity] = {}
+
+        def also(vectors):
+            if specificity_alpha is None:
+                return {}
+            holder["spec"] = specificity_matrix(pair.base_model, pair.base_tokenizer, vectors, ActivationCache.open(cache_dir), specificity_alpha, format_prompt=lambda p: pair.format_prompt("base", p))
+            return {"specificity.json": holder["spec"].to_dict()}
+
+        d, vectors, reused = build_vectors(
+            pair, cache_dir, taxonomy_spec, out, site, method, bias, seed=seed, min_examples=min_examples, max_examples=max_examples, optimize={"max_epochs": epochs}, positions=positions,
+            also=also, also_config={"specificity_alpha": specificity_alpha}, force=force,
+        )
+        spec = holder.get("spec")
+        if reused and specificity_alpha is not None:
+            spec = Specificity.from_dict(read_json(d / "specificity.json"))
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
+    if reused:
+        click.echo(f"{d} already holds these vectors (same settings, cache and taxonomy): reused")
     for v in vectors:
         held = v.provenance.get("heldout_loss")
         click.echo(f"{v.name:>14} {v.method:>10} norm {v.norm:8.3f}  n={v.provenance.get('n_examples')}" + (f"  held-out CE {v.provenance['heldout_loss_zero']:.4f} -> {held:.4f}" if held is not None else ""))

@@ -26,7 +26,8 @@ import click
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print quality.json.")
-def quality(pair_spec, generators, n, split, out, scorer, task, data, fractions, filler, sft_steps, sft_lr, sft_out, max_new_tokens, batch_size, seed, as_json) -> None:
+@click.option("--force", is_flag=True, help="Replace a quality artifact made with other settings in RUN/quality (only its files).")
+def quality(pair_spec, generators, n, split, out, scorer, task, data, fractions, filler, sft_steps, sft_lr, sft_out, max_new_tokens, batch_size, seed, as_json, force) -> None:
     """Generate greedy completions of each generator on N problems and score their reasoning with the scorer model."""
     import os
 
@@ -36,6 +37,7 @@ def quality(pair_spec, generators, n, split, out, scorer, task, data, fractions,
     from latentreason.quality import build_generators, quality_report, write_quality
     from latentreason.rollouts import task_for_pair
     from latentreason.rundir import RunDir
+    from latentreason.stage import open_run
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
@@ -59,7 +61,8 @@ def quality(pair_spec, generators, n, split, out, scorer, task, data, fractions,
         report = quality_report(pair, gens, scorer, task=task_obj, fractions=fr, filler=filler, batch_size=batch_size, seed=seed)
         report["config"] = {"pair": pair_spec, "generators": list(gens), "n": n, "split": split, "seed": seed, "sft_steps": sft_steps, "sft_lr": sft_lr}
         d = RunDir(out).quality
-        write_quality(d, report)
+        with open_run(out):
+            write_quality(d, report, force=force)
     except (ValueError, FileNotFoundError, TypeError, NotImplementedError) as e:
         raise click.ClickException(str(e)) from e
     summary = {k: v for k, v in report.items() if k != "records"}

@@ -43,11 +43,13 @@ def _floats(s: str) -> tuple[float, ...]:
 @click.option("--batch-size", default=256, show_default=True, type=int, help="Problems decoded together; lower it for large models.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print recovery.json.")
-def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_test, site, router_site, taxonomy, method, alphas, thresholds, budgets, decoding, random_seeds, no_controls, no_oracle, max_new_tokens, batch_size, seed, as_json) -> None:
-    """Evaluate base, post-RL, the hybrid across budgets and alphas, and all controls; write recovery.json and plots."""
-    import shutil
-    from pathlib import Path
+@click.option("--force", is_flag=True, help="Rebuild the run's artifacts made with other settings or from other inputs (only their files) instead of refusing.")
+def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_test, site, router_site, taxonomy, method, alphas, thresholds, budgets, decoding, random_seeds, no_controls, no_oracle, max_new_tokens, batch_size, seed, as_json, force) -> None:
+    """Evaluate base, post-RL, the hybrid across budgets and alphas, and all controls; write recovery.json and plots.
 
+    Artifacts already in --out with the same settings are reused (an interrupted run resumes);
+    artifacts made with other settings are refused, naming the settings that differ.
+    """
     from latentreason.pair import load_pair
     from latentreason.recovery import RECOVERY_FILE, RecoverConfig, run_recovery
     from latentreason.routers import check_budget
@@ -61,15 +63,11 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
             n_train=n_train, n_dev=n_dev, n_test=n_test, site=site, router_site=router_site, taxonomy=taxonomy, method=method,
             alphas=_floats(alphas), thresholds=_floats(thresholds), decodings=tuple(d.strip() for d in decoding.split(",") if d.strip()),
             random_seeds=random_seeds, controls=not no_controls, oracle=not no_oracle, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, task=task, data=data,
-            budgets=_floats(budgets) if budgets else (),
+            budgets=_floats(budgets) if budgets else (), vectors=vectors, router=router_dir,
         )
         pair = load_pair(pair_spec)
-        rd = RunDir(out).mkdir()
-        for src, dst in ((vectors, rd.vectors), (router_dir, rd.router)):
-            if src and Path(src).resolve() != dst.resolve():
-                shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(src, dst)
-        result = run_recovery(pair, out, cfg)
+        rd = RunDir(out)
+        result = run_recovery(pair, out, cfg, force=force)
     except (ValueError, FileNotFoundError, NotImplementedError) as e:
         raise click.ClickException(str(e)) from e
     if as_json:

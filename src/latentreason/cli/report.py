@@ -11,9 +11,13 @@ import click
 def report(run: str, per_generator: int) -> None:
     """Write RUN/report.html (figures inlined; opens without a network)."""
     from latentreason.report import build_report
+    from latentreason.stage import claim_run_file, open_run, record_run_file
 
     try:
-        path = build_report(run, per_generator)
+        with open_run(run) as rd:
+            claim_run_file(rd.root, rd.report.name)  # a report.html the run did not write is never overwritten
+            path = build_report(run, per_generator)
+            record_run_file(rd.root, rd.report.name)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"report written to {path}")

@@ -17,22 +17,27 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--max-new-tokens", default=None, type=int, help="Default: the pair's, else the task's, else 512.")
-def rollouts(pair_spec: str, task: str | None, data: str | None, split: str, n: int, out: str, models: str, temperature: float, seed: int, batch_size: int, max_new_tokens: int | None) -> None:
-    """Generate rollouts of the pair's models on a task split (RUN/rollouts/rollouts.jsonl + manifest.json)."""
+@click.option("--force", is_flag=True, help="Replace rollouts made with other settings in RUN/rollouts (only their files).")
+def rollouts(pair_spec: str, task: str | None, data: str | None, split: str, n: int, out: str, models: str, temperature: float, seed: int, batch_size: int, max_new_tokens: int | None, force: bool) -> None:
+    """Generate rollouts of the pair's models on a task split (RUN/rollouts/rollouts.jsonl + manifest.json).
+
+    Rollouts with the same settings already in RUN are reused; other settings are refused (--force replaces them).
+    """
     from latentreason.pair import default_device, load_pair
-    from latentreason.rollouts import default_max_new_tokens, generate_rollouts, task_for_pair, write_rollouts
-    from latentreason.rundir import RunDir
+    from latentreason.rollouts import build_rollouts, read_rollouts, task_for_pair
+    from latentreason.stage import open_run
 
     roles = [m.strip() for m in models.split(",") if m.strip()]
     try:
         pair = load_pair(pair_spec, device=default_device())
         task_obj = task_for_pair(pair, task, data=data)
-        max_new = default_max_new_tokens(pair, task_obj) if max_new_tokens is None else max_new_tokens
-        rows = generate_rollouts(pair, task_obj, split, n, seed=seed, models=roles, temperature=temperature, batch_size=batch_size, max_new_tokens=max_new)
-        config = {"split": split, "n": n, "seed": seed, "models": roles, "temperature": temperature, "batch_size": batch_size, "max_new_tokens": max_new}
-        d = write_rollouts(RunDir(out).rollouts, rows, pair, task_obj, config)
+        with open_run(out) as rd:
+            d, reused = build_rollouts(pair, task_obj, rd.rollouts, split, n, seed=seed, models=roles, temperature=temperature, batch_size=batch_size, max_new_tokens=max_new_tokens, force=force)
+        rows = read_rollouts(d)[1]
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
+    if reused:
+        click.echo(f"{d} already holds these rollouts (same settings and models): reused")
     for role in roles:
         mine = [r for r in rows if r["model"] == role]
         click.echo(f"{role}: {len(mine)} rollouts, accuracy {sum(r['correct'] for r in mine) / len(mine):.3f}")

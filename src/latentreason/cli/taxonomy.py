@@ -14,24 +14,21 @@ import click
 @click.option("--seeds", "n_seeds", default=3, show_default=True, type=int, help="Seeds for the stability metric (>= 2).")
 @click.option("--seed", default=0, show_default=True, type=int, help="random_state of the chosen fit.")
 @click.option("--pooling", default="head:3", show_default=True, help="Sentence representation: 'mean' over all its tokens or 'head:N' over its first N tokens.")
-def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_seeds: int, seed: int, pooling: str) -> None:
+@click.option("--force", is_flag=True, help="Replace a taxonomy made with other settings or from another cache in --out (only its files).")
+def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_seeds: int, seed: int, pooling: str, force: bool) -> None:
     """Fit a k-means or top-k SAE taxonomy on post-RL sentence activations (labels.json, clusters.json, metrics.json).
 
     With several K or methods, one is chosen by stability then silhouette, never by planted labels
     (see latentreason.taxonomy.sweep).
     """
-    from latentreason.cache import ActivationCache
-    from latentreason.taxonomy import METHODS, fit_from_cache, parse_ks, write_taxonomy
+    from latentreason.taxonomy import METHODS, build_taxonomy
 
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         raise click.BadParameter(f"{methods!r}: use kmeans, sae or kmeans,sae.", param_hint="--method")
     try:
-        ks = parse_ks(k_spec)
-        cache = ActivationCache.open(cache_dir)
-        est, metrics, rows = fit_from_cache(cache, site, ks, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling)
-        d = write_taxonomy(out, est, cache, metrics, rows, cache_dir=cache_dir)
+        d, metrics, rows = build_taxonomy(cache_dir, out, site, k_spec, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling, force=force)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     if len(rows) > 1:

@@ -89,7 +89,7 @@ def test_trained_pair_round_trips_and_evaluates(tmp_path):
 def test_retraining_into_a_dir_with_another_config_is_refused(tmp_path):
     out = train_organism(tmp_path / "pair", TINY, seed=0, single_problem=False, progress=False)
     assert train_organism(out, TINY, seed=0, single_problem=False, progress=False) == out  # same settings: nothing to do
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match="other settings: seed: 0 → 5"):
         train_organism(out, TINY, seed=5, single_problem=False, progress=False)
 
 

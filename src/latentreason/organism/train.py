@@ -154,19 +154,40 @@ def bucketed_lm_loss(model, batch: list[Example], tok, n_buckets: int = 8) -> to
 # ---------------------------------------------------------------- checkpoints
 
 
-def _save_checkpoint(ckpt: Path, model, opt: torch.optim.Optimizer, step: int) -> None:
+TRAINING_RECORD = "training.json"  # in each finished model directory: the settings it was trained with
+
+
+def made_with(cfg: OrganismConfig, seed: int, rl_problems: int | None) -> dict[str, Any]:
+    """Everything that determines a stage of a training run: the config, the seed and ``rl_problems`` (as JSON)."""
+    return json.loads(json.dumps({"config": cfg.to_dict(), "seed": seed, "rl_problems": rl_problems}))
+
+
+def check_made_with(what: Path, recorded: dict[str, Any] | None, wanted: dict[str, Any]) -> None:
+    """Refuse to resume from, or reuse, ``what`` when it was made with other settings; the error names them."""
+    from latentreason.stage import StageMismatch, describe, differences
+
+    if recorded is None:
+        raise StageMismatch(f"{what} records no training settings (made by an older latentreason?), so it cannot be resumed safely. Choose another --out.")
+    diffs = differences(recorded, wanted)
+    if diffs:
+        raise StageMismatch(f"{what} was made with other settings: {describe(diffs)}. Resume with the settings it was made with, or choose another --out.")
+
+
+def _save_checkpoint(ckpt: Path, model, opt: torch.optim.Optimizer, step: int, made: dict[str, Any] | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
             tensors[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     save_tensors(ckpt / "state.safetensors", tensors)
-    write_json(ckpt / "progress.json", {"step": step, "state_sha256": sha256_file(ckpt / "state.safetensors")})
+    write_json(ckpt / "progress.json", {"step": step, "state_sha256": sha256_file(ckpt / "state.safetensors"), "made_with": made})
 
 
-def _load_checkpoint(ckpt: Path, model, opt: torch.optim.Optimizer) -> int:
+def _load_checkpoint(ckpt: Path, model, opt: torch.optim.Optimizer, made: dict[str, Any] | None = None) -> int:
     if not (ckpt / "progress.json").exists():
         return 0
     prog = read_json(ckpt / "progress.json")
+    if made is not None:
+        check_made_with(ckpt, prog.get("made_with"), made)
     tensors = load_tensors(ckpt / "state.safetensors", expected_sha256=prog["state_sha256"])
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     sd = opt.state_dict()
@@ -181,12 +202,14 @@ def _load_checkpoint(ckpt: Path, model, opt: torch.optim.Optimizer) -> int:
     return int(prog["step"])
 
 
-def _save_model_dir(model, tok, out: Path) -> None:
+def _save_model_dir(model, tok, out: Path, made: dict[str, Any] | None = None) -> None:
     """Write an HF model directory atomically: into a temporary sibling, then rename."""
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
+    if made is not None:
+        write_json(tmp / TRAINING_RECORD, made)
     for f in tmp.iterdir():
         f.chmod(0o644)
     shutil.rmtree(out, ignore_errors=True)
@@ -203,13 +226,14 @@ def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
 # ---------------------------------------------------------------- stages
 
 
-def pretrain(cfg: OrganismConfig, tok, seed: int, ckpt: Path, progress: bool = True):
+def pretrain(cfg: OrganismConfig, tok, seed: int, ckpt: Path, progress: bool = True, made: dict[str, Any] | None = None):
+    """Pretrain the base model; resumes from ``ckpt`` (only a checkpoint ``made`` with the same settings)."""
     task = ArithTask(cfg.task)
     model = build_model(cfg.model, tok, seed=seed)
     model.train()
     pc = cfg.pretrain
     opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    start = _load_checkpoint(ckpt, model, opt)
+    start = _load_checkpoint(ckpt, model, opt, made)
     corpus = make_corpus(task, pc.corpus_size, cfg.corpus, seed=seed)
     bar = tqdm(range(start, pc.steps), desc="pretrain", initial=start, total=pc.steps, disable=not progress)
     for step in bar:
@@ -225,7 +249,7 @@ def pretrain(cfg: OrganismConfig, tok, seed: int, ckpt: Path, progress: bool = T
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < pc.steps:
-            _save_checkpoint(ckpt, model, opt, step + 1)
+            _save_checkpoint(ckpt, model, opt, step + 1, made)
     model.eval()
     return model
 
@@ -237,7 +261,7 @@ def sequence_logprobs(model, ids: torch.Tensor, prompt_len: int, gen_mask: torch
     return lp * gen_mask
 
 
-def grpo(cfg: OrganismConfig, base, tok, seed: int, ckpt: Path, problems: list[Problem] | None = None, desc: str = "rl", progress: bool = True):
+def grpo(cfg: OrganismConfig, base, tok, seed: int, ckpt: Path, problems: list[Problem] | None = None, desc: str = "rl", progress: bool = True, made: dict[str, Any] | None = None):
     """Group-relative policy gradient from ``base`` on ``problems`` (default: the train split)."""
     task = ArithTask(cfg.task)
     rc = cfg.rl
@@ -246,7 +270,7 @@ def grpo(cfg: OrganismConfig, base, tok, seed: int, ckpt: Path, problems: list[P
     ref = base
     ref.eval()
     opt = torch.optim.AdamW(policy.parameters(), lr=rc.lr, weight_decay=0.0, betas=(0.9, 0.98))
-    start = _load_checkpoint(ckpt, policy, opt)
+    start = _load_checkpoint(ckpt, policy, opt, made)
     pool = problems if problems is not None else task.sample("train", 20_000, seed=seed + 1)
     bar = tqdm(range(start, rc.steps), desc=desc, initial=start, total=rc.steps, disable=not progress)
     for step in bar:
@@ -280,7 +304,7 @@ def grpo(cfg: OrganismConfig, base, tok, seed: int, ckpt: Path, problems: list[P
         opt.step()
         bar.set_postfix(reward=f"{reward.mean().item():.2f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < rc.steps:
-            _save_checkpoint(ckpt, policy, opt, step + 1)
+            _save_checkpoint(ckpt, policy, opt, step + 1, made)
     policy.eval()
     return policy
 
@@ -296,13 +320,34 @@ def train_organism(out: str | os.PathLike, cfg: OrganismConfig | None = None, se
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     if rl_problems is not None and rl_problems <= 0:
         raise ValueError(f"--rl-problems={rl_problems} must be a positive number of training problems.")
+    from latentreason.stage import locked
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    made = made_with(cfg, seed, rl_problems)
+    with locked(out):  # one training run per directory at a time
+        return _train(out, cfg, seed, rl_problems, single_problem, progress, made)
+
+
+def _finished(d: Path, made: dict[str, Any]) -> bool:
+    """Whether the model directory ``d`` is finished; a finished one must have been trained with ``made``."""
+    if not (d / "config.json").exists():
+        return False
+    check_made_with(d, read_json(d / TRAINING_RECORD) if (d / TRAINING_RECORD).exists() else None, made)
+    return True
+
+
+def _train(out: Path, cfg: OrganismConfig, seed: int, rl_problems: int | None, single_problem: bool, progress: bool, made: dict[str, Any]) -> Path:
+    ours = {"base", "post_rl", "single_problem_rl", PAIR_MANIFEST, ".checkpoints"}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not (p.name.startswith(".") and p.name.endswith(".tmp")) and p.name != ".lock")
+    if foreign:
+        raise ValueError(f"{out} holds files that are not an organism being trained ({', '.join(foreign[:5])}); nothing there is touched. Choose a new or empty --out.")
     man_path = out / PAIR_MANIFEST
     if man_path.exists():
         old = read_json(man_path)
-        if old.get("config") != json.loads(json.dumps(cfg.to_dict())) or old.get("seed") != seed or old.get("rl_problems") != rl_problems:
-            raise ValueError(f"{out} already holds an organism trained with another config, seed or --rl-problems; choose another --out.")
+        check_made_with(man_path, {"config": old.get("config"), "seed": old.get("seed"), "rl_problems": old.get("rl_problems")}, made)
+    for sub in ("base", "post_rl", "single_problem_rl"):
+        if (out / sub).exists() and not (out / sub / "config.json").exists():
+            raise ValueError(f"{out / sub} is not a model directory this training wrote; nothing there is touched. Choose a new or empty --out.")
     started = time.time()
     tok = build_tokenizer()
     task = ArithTask(cfg.task)
@@ -311,27 +356,27 @@ def train_organism(out: str | os.PathLike, cfg: OrganismConfig | None = None, se
     earlier = read_json(man_path).get("train_seconds", {}) if man_path.exists() else {}  # keep the timing of stages finished before
 
     t0 = time.time()
-    if (out / "base" / "config.json").exists():
+    if _finished(out / "base", made):
         base = load_model(str(out / "base"))
     else:
-        base = pretrain(cfg, tok, seed, ckpts / "pretrain", progress)
-        _save_model_dir(base, tok, out / "base")
+        base = pretrain(cfg, tok, seed, ckpts / "pretrain", progress, made)
+        _save_model_dir(base, tok, out / "base", made)
     stages["pretrain_s"] = _stage_time(earlier, "pretrain_s", t0)
 
     t0 = time.time()
-    if not (out / "post_rl" / "config.json").exists():
+    if not _finished(out / "post_rl", made):
         probs = task.sample("train", rl_problems, seed=seed + 7) if rl_problems else None
-        post = grpo(cfg, base, tok, seed, ckpts / "rl", problems=probs, desc="rl", progress=progress)
-        _save_model_dir(post, tok, out / "post_rl")
+        post = grpo(cfg, base, tok, seed, ckpts / "rl", problems=probs, desc="rl", progress=progress, made=made)
+        _save_model_dir(post, tok, out / "post_rl", made)
     stages["rl_s"] = _stage_time(earlier, "rl_s", t0)
 
     models = {"base": "base", "post_rl": "post_rl"}
     if single_problem and rl_problems is None:
         t0 = time.time()
-        if not (out / "single_problem_rl" / "config.json").exists():
+        if not _finished(out / "single_problem_rl", made):
             one = single_training_problem(task, seed)
-            single = grpo(cfg, base, tok, seed, ckpts / "single_rl", problems=[one], desc="rl (1 problem)", progress=progress)
-            _save_model_dir(single, tok, out / "single_problem_rl")
+            single = grpo(cfg, base, tok, seed, ckpts / "single_rl", problems=[one], desc="rl (1 problem)", progress=progress, made=made)
+            _save_model_dir(single, tok, out / "single_problem_rl", made)
         stages["single_problem_rl_s"] = _stage_time(earlier, "single_problem_rl_s", t0)
         models["single_problem_rl"] = "single_problem_rl"
 

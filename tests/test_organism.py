@@ -142,3 +142,53 @@ def test_eval_cli_prints_one_json_object_and_errors_without_traceback(tmp_path):
     assert EVAL_KEYS <= set(json.loads(run.stdout))
     bad = subprocess.run([sys.executable, "-m", "latentreason", "organism", "eval", "--pair", str(tmp_path / "missing")], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "Cannot load pair" in bad.stderr
+
+
+def _crash_pretraining_at(monkeypatch, n: int):
+    calls = {"n": 0}
+    real = train_mod.bucketed_lm_loss
+
+    def crash(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "bucketed_lm_loss", crash)
+    return real
+
+
+def test_resuming_pretraining_with_another_seed_or_lr_is_refused(tmp_path, monkeypatch):
+    import dataclasses
+
+    real = _crash_pretraining_at(monkeypatch, 30)  # after the step-20 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        train_organism(tmp_path / "p", TINY, seed=0, single_problem=False, progress=False)
+    monkeypatch.setattr(train_mod, "bucketed_lm_loss", real)
+    ckpt = tmp_path / "p" / ".checkpoints" / "pretrain"
+    assert json.loads((ckpt / "progress.json").read_text())["made_with"]["seed"] == 0
+    with pytest.raises(ValueError, match=r"pretrain was made with other settings: seed: 0 → 1\..*another --out"):
+        train_organism(tmp_path / "p", TINY, seed=1, single_problem=False, progress=False)
+    slower = dataclasses.replace(TINY, pretrain=dataclasses.replace(TINY.pretrain, lr=1e-3))
+    with pytest.raises(ValueError, match=r"config.pretrain.lr: 0.01 → 0.001"):
+        train_organism(tmp_path / "p", slower, seed=0, single_problem=False, progress=False)
+    assert not (tmp_path / "p" / "base").exists() and not (tmp_path / "p" / "pair.json").exists()
+
+
+def test_a_finished_base_of_another_seed_is_never_reused(tmp_path, monkeypatch):
+    def no_rl(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "grpo", no_rl)  # killed after pretraining finished
+    with pytest.raises(KeyboardInterrupt):
+        train_organism(tmp_path / "p", TINY, seed=0, single_problem=False, progress=False)
+    assert json.loads((tmp_path / "p" / "base" / "training.json").read_text())["seed"] == 0
+    with pytest.raises(ValueError, match=r"base was made with other settings: seed: 0 → 1"):
+        train_organism(tmp_path / "p", TINY, seed=1, single_problem=False, progress=False)
+
+
+def test_training_into_a_folder_with_other_files_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"not an organism being trained \(notes.txt\)"):
+        train_organism(tmp_path, TINY, seed=0, single_problem=False, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

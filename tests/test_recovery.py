@@ -122,3 +122,125 @@ def test_single_problem_interventions_are_placed_on_the_curve(organism, tmp_path
     assert names == {"single_problem_rl", "single_problem_sft"}
     assert all(p["budget"] == 0.0 and len(p["recovery_ci"]) == 2 for p in result["interventions"])
     assert (tmp_path / "single_problem_sft" / "config.json").exists()
+
+
+# ---------------------------------------------------------------- stages: reuse only what matches
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"site": "resid_post.0"}, r"activations artifact made with other settings: config.sites: \['resid_post.1', 'resid_post.2'\] → \['resid_post.0', 'resid_post.2'\]"),
+        ({"method": "diffmeans"}, r"vectors artifact made with other settings: config.method: 'optimized' → 'diffmeans'"),
+        ({"n_train": 31}, r"rollouts artifact made with other settings: config.n: 30 → 31"),
+        ({"seed": 1}, r"rollouts artifact made with other settings: config.seed: 0 → 1"),
+    ],
+)
+def test_reusing_a_run_with_other_settings_is_refused_naming_them(run, organism, change, named):
+    import dataclasses
+
+    out, _ = run
+    with pytest.raises(ValueError, match=named + r".*--force"):
+        rec.build_artifacts(organism, out, dataclasses.replace(SMALL, **change), progress=False)
+
+
+def test_another_taxonomy_is_refused_at_the_vectors(run, organism, tmp_path):
+    import dataclasses
+    import shutil
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    with pytest.raises(ValueError, match=r"config.taxonomy: 'planted' → 'directory'; inputs.taxonomy: None → '[0-9a-f]{12}…'"):
+        rec.build_artifacts(organism, tmp_path / "r", dataclasses.replace(SMALL, taxonomy="kmeans"), progress=False)
+
+
+def test_a_cache_of_since_replaced_rollouts_is_refused(run, organism, tmp_path):
+    import shutil
+
+    from latentreason.manifest import Manifest
+    from latentreason.rollouts import read_rollouts, task_for_pair, write_rollouts
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    man, rows = read_rollouts(tmp_path / "r")
+    settings = {k: v for k, v in man.config.items() if k not in ("task", "task_config")}
+    write_rollouts(tmp_path / "r" / "rollouts", rows[:-1], organism, task_for_pair(organism), settings)  # same settings, other rows
+    assert Manifest.read(tmp_path / "r" / "rollouts").config == man.config
+    with pytest.raises(ValueError, match=r"activations artifact made with other settings: inputs.rollouts: '[0-9a-f]{12}…' → '[0-9a-f]{12}…'"):
+        rec.build_artifacts(organism, tmp_path / "r", SMALL, progress=False)
+
+
+def test_a_reused_router_routes_at_the_configs_threshold(run, organism):
+    import dataclasses
+
+    out, _ = run
+    art = rec.build_artifacts(organism, out, dataclasses.replace(SMALL, threshold=0.3), progress=False)
+    assert art["router"].threshold == 0.3
+    assert json.loads((out / "router" / "router.json").read_text())["threshold"] == 0.5  # the saved one is never used for routing
+
+
+def test_points_and_manifests_of_every_stage_are_complete(run):
+    from latentreason.manifest import Manifest
+    from latentreason.rundir import RunDir
+
+    out, _ = run
+    rd = RunDir(out)
+    for d, kind in [(rd.rollouts, "rollouts"), (rd.activations, "activations"), (rd.vectors, "vectors"), (rd.router, "router"), (rd.points(SMALL.key()), "points"), (rd.recovery, "recovery"), (rd.root, "run")]:
+        man = Manifest.read(d, kind=kind)
+        assert man.status == "complete" and (kind == "run" or man.files), d
+        man.verify(d)
+    assert Manifest.read(rd.router).inputs["vectors"] == Manifest.read(rd.vectors).digest()
+    assert rd.point(SMALL.key(), "base_greedy").exists()
+
+
+def test_copied_vectors_never_delete_their_source(run, organism, tmp_path):
+    import dataclasses
+    import shutil
+
+    from click.testing import CliRunner
+
+    from latentreason.cli import main
+    from latentreason.io import sha256_file
+    from latentreason.manifest import Manifest
+
+    out, _ = run
+    r = tmp_path / "r"
+    shutil.copytree(out, r)
+    mine = r / "vectors" / "mine"
+    mine.mkdir()
+    for f in (r / "vectors").iterdir():
+        if f.is_file() and f.name != "manifest.json":
+            shutil.copy(f, mine / f.name)
+    before = {f.name: sha256_file(f) for f in mine.iterdir()}
+    flags = ["--n-train", "30", "--n-dev", "8", "--n-test", "16", "--alphas", "2", "--thresholds", "0.5", "--seeds", "1", "--decoding", "greedy"]
+    res = CliRunner().invoke(main, ["recover", "--out", str(r), "--vectors", str(mine), *flags])
+    assert res.exit_code == 1 and "config.copied: (absent) → True" in res.output and "--force" in res.output, res.output
+    assert {f.name: sha256_file(f) for f in mine.iterdir()} == before
+    art = rec.build_artifacts(organism, r, dataclasses.replace(SMALL, vectors=str(mine)), progress=False, force=True)
+    assert {f.name: sha256_file(f) for f in mine.iterdir()} == before
+    assert Manifest.read(r / "vectors").config["copied"] and [v.name for v in art["vectors"]] == art["router"].strategies
+    with pytest.raises(ValueError, match="are at resid_post.1, but this run steers at resid_post.0"):
+        rec.build_artifacts(organism, r, dataclasses.replace(SMALL, vectors=str(mine), site="resid_post.0", router_site="resid_post.2"), progress=False, force=True)
+
+
+@pytest.mark.slow
+def test_run_config_reproduces_recover_byte_for_byte(tmp_path):
+    from click.testing import CliRunner
+
+    from latentreason.cli import main
+
+    flags = ["--n-train", "30", "--n-dev", "8", "--n-test", "16", "--alphas", "2", "--thresholds", "0.5", "--seeds", "1", "--decoding", "greedy", "--no-controls"]
+    res = CliRunner().invoke(main, ["recover", "--out", str(tmp_path / "a"), *flags])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "small.toml").write_text(
+        'pair = "organism"\n'
+        f'out = "{tmp_path / "b"}"\n'
+        "[recover]\nn_train = 30\nn_dev = 8\nn_test = 16\nalphas = [2]\nthresholds = [0.5]\nrandom_seeds = 1\ndecodings = [\"greedy\"]\ncontrols = false\n"
+        "[quality]\nenabled = false\n[report]\nenabled = false\n"
+    )
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "small.toml")])
+    assert res.exit_code == 0, res.output
+    a = (tmp_path / "a" / "recovery" / "recovery.json").read_bytes()
+    assert a == (tmp_path / "b" / "recovery" / "recovery.json").read_bytes()
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "small.toml")])  # everything reused
+    assert res.exit_code == 0 and (tmp_path / "b" / "recovery" / "recovery.json").read_bytes() == a, res.output

@@ -165,26 +165,30 @@ def test_resuming_pretraining_with_another_seed_or_lr_is_refused(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         train_organism(tmp_path / "p", TINY, seed=0, single_problem=False, progress=False)
     monkeypatch.setattr(train_mod, "bucketed_lm_loss", real)
-    ckpt = tmp_path / "p" / ".checkpoints" / "pretrain"
-    assert json.loads((ckpt / "progress.json").read_text())["made_with"]["seed"] == 0
     with pytest.raises(ValueError, match=r"pretrain was made with other settings: seed: 0 → 1\..*another --out"):
         train_organism(tmp_path / "p", TINY, seed=1, single_problem=False, progress=False)
+    ckpt = tmp_path / "p" / ".checkpoints" / "pretrain"
+    assert json.loads((ckpt / "progress.json").read_text())["made_with"]["seed"] == 0
     slower = dataclasses.replace(TINY, pretrain=dataclasses.replace(TINY.pretrain, lr=1e-3))
     with pytest.raises(ValueError, match=r"config.pretrain.lr: 0.01 → 0.001"):
         train_organism(tmp_path / "p", slower, seed=0, single_problem=False, progress=False)
     assert not (tmp_path / "p" / "base").exists() and not (tmp_path / "p" / "pair.json").exists()
 
 
+class Killed(Exception):
+    """Stands for the process being killed (a plain exception, so a failing check fails one test, not the session)."""
+
+
 def test_a_finished_base_of_another_seed_is_never_reused(tmp_path, monkeypatch):
     def no_rl(*a, **k):
-        raise KeyboardInterrupt
+        raise Killed
 
     monkeypatch.setattr(train_mod, "grpo", no_rl)  # killed after pretraining finished
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         train_organism(tmp_path / "p", TINY, seed=0, single_problem=False, progress=False)
-    assert json.loads((tmp_path / "p" / "base" / "training.json").read_text())["seed"] == 0
     with pytest.raises(ValueError, match=r"base was made with other settings: seed: 0 → 1"):
         train_organism(tmp_path / "p", TINY, seed=1, single_problem=False, progress=False)
+    assert json.loads((tmp_path / "p" / "base" / "training.json").read_text())["seed"] == 0
 
 
 def test_training_into_a_folder_with_other_files_is_refused(tmp_path):

@@ -52,18 +52,49 @@ def _series(points: Sequence[dict[str, Any]], decoding: str) -> dict[str, list[d
     return groups
 
 
+def _chosen(result: dict[str, Any], decoding: str) -> dict[str, Any] | None:
+    """The point chosen on dev for ``decoding`` (``recovery.json``'s ``chosen``), or None for results without one."""
+    return (result.get("chosen") or {}).get(decoding)
+
+
+def _mark_chosen(ax, x: float, pt: dict[str, Any]) -> None:
+    ax.plot([x], [pt["recovery"]], marker="*", markersize=16, color="gold", markeredgecolor="k", linestyle="none", zorder=5, label=f"chosen on dev (alpha {pt['alpha']:g}, threshold {pt.get('threshold')})")
+
+
+def _errorbar(ax, pts: Sequence[dict[str, Any]], x: str, label: str | None, **kw) -> None:
+    xs = [p[x] for p in pts]
+    ys = [p["recovery"] for p in pts]
+    err = [[p["recovery"] - p["recovery_ci"][0] for p in pts], [p["recovery_ci"][1] - p["recovery"] for p in pts]]
+    ax.errorbar(xs, ys, yerr=err, label=label, capsize=2, alpha=0.85, **kw)
+
+
+def _by_seed(pts: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Points split into one run per seed (controls repeat over seeds); never reduced to one value per x."""
+    runs: dict[Any, list[dict[str, Any]]] = {}
+    for p in pts:
+        runs.setdefault(p.get("seed"), []).append(p)
+    return list(runs.values())
+
+
 def plot_recovery_vs_budget(result: dict[str, Any], path: str | os.PathLike, decoding: str = "greedy", extra_points: Sequence[dict[str, Any]] = ()) -> list[Path]:
-    """Recovery (with 95% intervals) against the share of tokens steered; controls and other interventions on the same axes."""
+    """Recovery (with 95% intervals) against the share of tokens steered; controls and other interventions on the same axes.
+
+    The router's curve is the threshold sweep at the alpha chosen on dev; the chosen point is
+    starred. Every test point is drawn as measured: none is picked as a best.
+    """
+    chosen = _chosen(result, decoding)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, pts in _series(result["points"], decoding).items():
-        pts = sorted(pts, key=lambda p: p["budget"])
-        style = CONTROL_STYLE.get(pts[0].get("control"), CONTROL_STYLE[None])
-        xs = [p["budget"] for p in pts]
-        ys = [p["recovery"] for p in pts]
-        err = [[p["recovery"] - p["recovery_ci"][0] for p in pts], [p["recovery_ci"][1] - p["recovery"] for p in pts]]
-        ax.errorbar(xs, ys, yerr=err, label=label, linestyle="-" if pts[0].get("control") is None else "none", capsize=2, alpha=0.85, **style)
+        control = pts[0].get("control")
+        if chosen is not None and control is None and not pts[0].get("is_oracle"):
+            pts = [p for p in pts if p["alpha"] == chosen["alpha"]]  # other alphas belong to the alpha curve
+        style = CONTROL_STYLE.get(control, CONTROL_STYLE[None])
+        for i, run in enumerate(_by_seed(pts)):
+            _errorbar(ax, sorted(run, key=lambda p: p["budget"]), "budget", label if i == 0 else None, linestyle="-" if control is None else "none", **style)
     for ep in extra_points:
         ax.errorbar([ep.get("budget", 0)], [ep["recovery"]], yerr=[[ep["recovery"] - ep["recovery_ci"][0]], [ep["recovery_ci"][1] - ep["recovery"]]], marker="*", markersize=12, linestyle="none", capsize=2, label=ep["label"])
+    if chosen is not None and chosen.get("recovery") is not None:
+        _mark_chosen(ax, chosen["budget"], chosen)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xlabel("share of generated tokens steered (budget)")
@@ -74,22 +105,28 @@ def plot_recovery_vs_budget(result: dict[str, Any], path: str | os.PathLike, dec
 
 
 def plot_recovery_vs_alpha(result: dict[str, Any], path: str | os.PathLike, decoding: str = "greedy") -> list[Path]:
-    """Recovery against steering strength alpha, for the router and the controls."""
+    """Recovery against steering strength alpha, for the router and the controls.
+
+    The router's curve is at the configured router threshold (the one alpha is chosen at);
+    points at other thresholds belong to the budget curve. A control repeated over seeds is
+    drawn once per seed, never reduced to its largest recovery.
+    """
+    chosen = _chosen(result, decoding)
+    threshold = chosen.get("threshold") if chosen is not None else (result.get("config") or {}).get("threshold")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, pts in _series(result["points"], decoding).items():
-        by_alpha: dict[float, dict[str, Any]] = {}
-        for p in pts:  # at each alpha keep the point with the router's default threshold (largest recovery if several)
-            if p["alpha"] not in by_alpha or p["recovery"] > by_alpha[p["alpha"]]["recovery"]:
-                by_alpha[p["alpha"]] = p
-        xs = sorted(by_alpha)
-        style = CONTROL_STYLE.get(pts[0].get("control"), CONTROL_STYLE[None])
-        ys = [by_alpha[a]["recovery"] for a in xs]
-        err = [[by_alpha[a]["recovery"] - by_alpha[a]["recovery_ci"][0] for a in xs], [by_alpha[a]["recovery_ci"][1] - by_alpha[a]["recovery"] for a in xs]]
-        ax.errorbar(xs, ys, yerr=err, label=label, capsize=2, alpha=0.85, **style)
+        control = pts[0].get("control")
+        if control is None and not pts[0].get("is_oracle"):
+            pts = [p for p in pts if p.get("threshold") == threshold]
+        style = CONTROL_STYLE.get(control, CONTROL_STYLE[None])
+        for i, run in enumerate(_by_seed(pts)):
+            _errorbar(ax, sorted(run, key=lambda p: p["alpha"]), "alpha", label if i == 0 else None, **style)
+    if chosen is not None and chosen.get("recovery") is not None:
+        _mark_chosen(ax, chosen["alpha"], chosen)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xlabel("alpha (steering strength)")
     ax.set_ylabel("recovery of the RL gain")
-    ax.set_title(f"Recovery vs alpha ({decoding})")
+    ax.set_title(f"Recovery vs alpha ({decoding}), router threshold {threshold}")
     ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)

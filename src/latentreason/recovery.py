@@ -258,15 +258,21 @@ def result_points_dir(run: str | os.PathLike, result: dict[str, Any]) -> Path:
     return points_dir(run, config_of(result))
 
 
+def chosen_point(result: dict[str, Any], decoding: str) -> dict[str, Any] | None:
+    """The point chosen on dev for ``decoding`` (``recovery.json``'s ``chosen``), or None for results without one."""
+    chosen = result.get("chosen")
+    pt = chosen.get(decoding) if isinstance(chosen, dict) else None
+    return pt if isinstance(pt, dict) else None
+
+
 def chosen_point_file(run: str | os.PathLike, result: dict[str, Any], decoding: str = "greedy") -> Path | None:
     """The point file (completions, steered tokens) of the point chosen on dev for ``decoding``; None if there is none.
 
     Looked up in the points directory of the config that produced ``result``; a ``file`` that
     is not a plain ``*.json`` name (a tampered ``recovery.json``) is never followed.
     """
-    chosen = result.get("chosen")
-    chosen = chosen.get(decoding) if isinstance(chosen, dict) else None
-    name = chosen.get("file") if isinstance(chosen, dict) else None
+    chosen = chosen_point(result, decoding)
+    name = chosen.get("file") if chosen is not None else None
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".json"):
         return None
     try:

@@ -141,7 +141,7 @@ def headline_point(result: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _rollouts_section(rd: RunDir, result: dict[str, Any], per_generator: int) -> str:
-    from latentreason.recovery import chosen_point_file, result_points_dir
+    from latentreason.recovery import chosen_point, chosen_point_file, result_points_dir
 
     try:
         pdir = result_points_dir(rd.root, result)
@@ -150,7 +150,7 @@ def _rollouts_section(rd: RunDir, result: dict[str, Any], per_generator: int) ->
     if not pdir.is_dir():
         return f'<p class="note">No point files for this recovery.json in {_fmt(str(pdir))}.</p>'
     wanted: list[tuple[Path, str]] = [(pdir / "base_greedy.json", "base model"), (pdir / "post_rl_greedy.json", "post-RL model")]
-    chosen = chosen_points(result).get("greedy")
+    chosen = chosen_point(result, "greedy")
     if chosen:
         a = chosen.get("alpha")
         f = chosen_point_file(rd.root, result, "greedy")

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("latentreason.cli.report", "report"),
     "demo": ("latentreason.cli.demo", "demo"),
     "quality": ("latentreason.cli.quality", "quality"),
+    "presets": ("latentreason.cli.presets", "presets"),
 }
 
 

@@ -187,7 +187,7 @@ def _headline(result: dict[str, Any]) -> str:
         lo, hi = _pair(c.get("recovery_ci"))
         out.append(
             f'<p class="headline" data-decoding="{_fmt(d)}" {attrs} data-recovery-lo="{_fmt(lo, 6)}" data-recovery-hi="{_fmt(hi, 6)}"><b>Point chosen on dev ({_fmt(d)}):</b> recovery {_ci(c)} on {_fmt(c.get("n"))} test problems, '
-            f'at budget {_fmt(c.get("budget"))} (share of generated tokens steered; alpha {_fmt(c.get("alpha"))} chosen on the dev split at the configured router threshold {_fmt(c.get("threshold"))}; probe router, no logits read). Controls at the same alpha:</p>'
+            f'at budget {_fmt(c.get("budget"))} (share of generated tokens steered; alpha {_fmt(c.get("alpha"), 2)} chosen on the dev split at the configured router threshold {_fmt(c.get("threshold"), 2)}; probe router, no logits read). Controls at the same alpha:</p>'
         )
         out.append(_points_table([p for p in points if p.get("decoding") == d and p.get("alpha") == c.get("alpha") and (p.get("control") or p.get("is_oracle"))]))
     return "\n".join(out)

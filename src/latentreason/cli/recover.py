@@ -86,4 +86,4 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
         click.echo(f"  {p['decoding']:7s} {p['label']:48s} acc={p['acc']:.3f} recovery={_f(p['recovery'])} [{_f(p['recovery_ci'][0])}, {_f(p['recovery_ci'][1])}]")
     for p in result["points"]:
         tag = ("ORACLE " if p["is_oracle"] else "") + ("CHOSEN " if p.get("chosen") else "")
-        click.echo(f"  {p['decoding']:7s} {tag}{p['router']:6s} {str(p['control'] or '-'):20s} a={p['alpha']:<5g} budget={p['budget']:.3f} acc={p['acc']:.3f} recovery={_f(p['recovery'])} [{_f(p['recovery_ci'][0])}, {_f(p['recovery_ci'][1])}]")
+        click.echo(f"  {p['decoding']:7s} {tag}{p['router']:6s} {str(p['control'] or '-'):20s} a={p['alpha']:<5g} t={str(p.get('threshold', '-')):5s} budget={p['budget']:.3f} acc={p['acc']:.3f} recovery={_f(p['recovery'])} [{_f(p['recovery_ci'][0])}, {_f(p['recovery_ci'][1])}]")

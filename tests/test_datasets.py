@@ -166,6 +166,19 @@ def test_sampling_more_than_a_split_holds_is_a_clear_error(tmp_path):
         task.sample("valid", 1)
 
 
+def test_a_repeated_question_is_loaded_once_so_samples_never_hold_it_twice(tmp_path, caplog):
+    rows = GSM8K_ROWS + GSM8K_ROWS[:5]  # five questions appear twice, with the same answer
+    task = MathTask("gsm8k", _jsonl(tmp_path / "dup.jsonl", rows))
+    with caplog.at_level("WARNING", logger="latentreason.tasks.math"):
+        assert len(task.problems) == len(GSM8K_ROWS)
+    assert "dropped 5 repeated question(s)" in caplog.text
+    test = task.sample("test", len(task.split("test")), seed=0)
+    assert len({p.question for p in test}) == len(test)
+    clash = [*GSM8K_ROWS, {**GSM8K_ROWS[0], "answer": "so #### 999"}]
+    with pytest.raises(ValueError, match="appears twice with different gold answers"):
+        MathTask("gsm8k", _jsonl(tmp_path / "clash.jsonl", clash)).problems
+
+
 def test_math_task_prompts_with_the_question_and_grades_final_answers(tmp_path):
     task = get_task("math500", data=_jsonl(tmp_path / "m.jsonl", MATH_ROWS))
     p = task.problems[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import filecmp
 from pathlib import Path
 
 import pytest
@@ -203,14 +202,59 @@ def test_shipped_presets_resolve_by_name_and_validate():
         assert "\\boxed{}" in cfg["post_rl"].prompt_template.format(prompt="Q")
 
 
-def test_packaged_presets_are_copies_of_configs():
-    repo_configs = REPO / "configs"
-    if not repo_configs.is_dir():
-        pytest.skip("not running from a source checkout (no configs/ beside the package)")
-    names = sorted(p.name for p in repo_configs.glob("*.toml"))
-    assert names == sorted(p.name for p in presets.presets_dir().glob("*.toml"))
-    _, mismatch, errors = filecmp.cmpfiles(repo_configs, presets.presets_dir(), names, shallow=False)
-    assert mismatch == [] and errors == [], f"src/latentreason/configs differs from configs/: {mismatch or errors}; copy configs/*.toml over"
+def test_each_shipped_preset_has_one_copy_in_the_checkout():
+    shipped = {p.name for p in presets.presets_dir().glob("*.toml")}
+    copies = [p for p in REPO.glob("configs/*.toml") if p.name in shipped]
+    assert copies == [], f"{copies} repeat shipped presets: keep only src/latentreason/configs (users copy one with `latentreason presets copy`)"
+
+
+def test_a_preset_name_reads_the_shipped_file_and_warns_about_an_edited_copy_here(tmp_path, monkeypatch, caplog):
+    shipped = presets.presets_dir() / "qwen-math-1.5b.toml"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "qwen-math-1.5b.toml").write_bytes(shipped.read_bytes())  # an unedited copy: nothing to say
+    with caplog.at_level("WARNING", logger="latentreason.presets"):
+        assert resolve_preset("qwen-math-1.5b") == shipped
+    assert caplog.text == ""
+    mine = tmp_path / "configs" / "qwen-math-1.5b.toml"
+    mine.write_text(shipped.read_text().replace('dtype = "bfloat16"', 'dtype = "float32"'))  # the user's edit
+    with caplog.at_level("WARNING", logger="latentreason.presets"):
+        assert resolve_preset("qwen-math-1.5b") == shipped
+    assert str(shipped) in caplog.text and f"not {mine}" in caplog.text and f"--pair {mine}" in caplog.text
+    assert read_preset(resolve_preset("configs/qwen-math-1.5b.toml"))["defaults"]["dtype"] == "float32"  # the path is the user's file
+    (tmp_path / "organism.toml").write_text((presets.presets_dir() / "organism.toml").read_text().replace("max_new_tokens = 128", "max_new_tokens = 64"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="latentreason.presets"):
+        load_pair("organism")  # the shipped pair directory, whatever organism.toml here says
+    assert f"not {tmp_path / 'organism.toml'}" in caplog.text
+
+
+def test_presets_copy_gives_an_editable_file_and_never_overwrites(tmp_path):
+    from click.testing import CliRunner
+
+    from latentreason.cli import main
+
+    runner = CliRunner()
+    listed = runner.invoke(main, ["presets", "list"])
+    assert listed.exit_code == 0 and "qwen-math-1.5b" in listed.output and "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B" in listed.output
+    shown = runner.invoke(main, ["presets", "show", "llama-8b"])
+    assert shown.exit_code == 0 and (presets.presets_dir() / "llama-8b.toml").read_text() in shown.output
+    dest = tmp_path / "mine.toml"
+    res = runner.invoke(main, ["presets", "copy", "qwen-math-1.5b", str(dest)])
+    assert res.exit_code == 0 and f"--pair {dest}" in res.output
+    assert dest.read_bytes() == (presets.presets_dir() / "qwen-math-1.5b.toml").read_bytes()
+    dest.write_text(dest.read_text().replace('name = "qwen-math-1.5b"', 'name = "mine"'))
+    again = runner.invoke(main, ["presets", "copy", "qwen-math-1.5b", str(dest)])
+    assert again.exit_code != 0 and "already exists" in again.output and "Traceback" not in again.output
+    assert read_preset(resolve_preset(str(dest)))["name"] == "mine"  # the edit survived and is what the path loads
+    unknown = runner.invoke(main, ["presets", "copy", "qwen-math-7b", str(tmp_path / "x.toml")])
+    assert unknown.exit_code != 0 and "qwen-math-1.5b" in unknown.output
+
+
+def test_a_missing_preset_file_named_like_a_shipped_one_says_how_to_use_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"--pair organism .*presets copy organism"):
+        resolve_preset("configs/organism.toml")
 
 
 def test_unknown_preset_name_lists_the_shipped_ones():
@@ -233,3 +277,18 @@ def test_organism_preset_loads_the_shipped_organism_or_says_how_to_train_it():
     assert pair.fingerprint("base") == reference.fingerprint("base")
     assert pair.fingerprint("post_rl") == reference.fingerprint("post_rl")
     assert pair.format_prompt("base", "3+4=") == reference.format_prompt("base", "3+4=")
+    assert set(pair.extras) == set(reference.extras) == {"single_problem_rl"}  # so single-problem interventions are not skipped
+    assert pair.fingerprint("single_problem_rl") == reference.fingerprint("single_problem_rl")
+    assert pair.task_config == reference.task_config and pair.task_config
+
+
+def test_a_copied_organism_preset_is_still_the_organism_pair(tmp_path):
+    from latentreason.organism import DEFAULT_DIR
+
+    if not (DEFAULT_DIR / "pair.json").exists():
+        pytest.skip("the shipped organism is not installed")
+    copy = presets.copy_preset("organism", tmp_path / "org.toml")
+    pair = load_pair(copy, device="cpu")
+    assert set(pair.extras) == {"single_problem_rl"} and pair.source == str(copy)
+    other = _write(tmp_path / "half.toml", copy.read_text().replace("latentreason:organism/default/post_rl", "latentreason:organism/default/single_problem_rl"))
+    assert load_pair(other, device="cpu").extras == {}  # not the organism pair's two models: nothing borrowed from its pair.json

@@ -254,11 +254,18 @@ def test_report_rejects_bad_generators_and_scorers(organism, problems):
         build_generators(organism, ["base", "base"], task, probs[:2])
 
 
-def _fake_recovery_run(root, task, completions):
-    pdir = root / "recovery" / "points" / "abc"
+def _fake_recovery_run(root, task, completions, chosen="greedy_probe_a2.0_t0.5.json"):
+    import dataclasses
+
+    from latentreason.recovery import RecoverConfig, points_dir
+
+    cfg = RecoverConfig(n_test=20, seed=0)
+    pdir = points_dir(root, cfg)
     pdir.mkdir(parents=True)
-    (pdir / "config.json").write_text(json.dumps({"n_test": 20, "seed": 0}))
+    (pdir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
     (pdir / "greedy_probe_a2.0_t0.5.json").write_text(json.dumps({"correct": [True] * len(completions), "examples": [{"completion": c, "steered": []} for c in completions]}))
+    (root / "recovery" / "recovery.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "chosen": {"greedy": {"alpha": 2.0, "threshold": 0.5, "file": chosen}}}))
+    return pdir
 
 
 def test_hybrid_examples_come_from_a_recovery_run(organism, tmp_path):
@@ -271,6 +278,22 @@ def test_hybrid_examples_come_from_a_recovery_run(organism, tmp_path):
     assert [p for p, _ in items] == probs[:3] and all(task.grade(p, c) for p, c in items)
     with pytest.raises(FileNotFoundError, match="No hybrid examples.*latentreason recover"):
         hybrid_examples(tmp_path / "missing", task)
+
+
+def test_hybrid_examples_are_the_point_chosen_on_dev_of_the_run_config(organism, tmp_path):
+    from latentreason.rollouts import task_for_pair
+
+    task = task_for_pair(organism)
+    probs = task.sample("test", 20, seed=0)
+    pdir = _fake_recovery_run(tmp_path, task, ["A:0\n"] * 3)  # the chosen point got every example wrong
+    (pdir / "greedy_probe_a4.0_t0.5.json").write_text(json.dumps({"correct": [True] * 3, "examples": [{"completion": f"A:{p.answer}\n", "steered": []} for p in probs[:3]]}))
+    other = tmp_path / "recovery" / "points" / "zzzzzzzzzzzz"  # another config's points
+    other.mkdir()
+    (other / "greedy_probe_a2.0_t0.5.json").write_text(json.dumps({"correct": [True], "examples": [{"completion": "A:FOREIGN\n", "steered": []}]}))
+    assert [c for _, c in hybrid_examples(tmp_path, task)] == ["A:0\n"] * 3  # not the better test point, not another config's
+    assert [c for _, c in hybrid_examples(tmp_path, task, point="greedy_probe_a4.0_t0.5")] == [f"A:{p.answer}\n" for p in probs[:3]]
+    with pytest.raises(FileNotFoundError, match="greedy_probe_a4.0_t0.5"):
+        hybrid_examples(tmp_path, task, point="greedy_probe_a9.0_t0.5")
 
 
 def test_cli_writes_quality_and_reports_bad_generators(organism, tmp_path):

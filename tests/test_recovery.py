@@ -244,3 +244,95 @@ def test_run_config_reproduces_recover_byte_for_byte(tmp_path):
     assert a == (tmp_path / "b" / "recovery" / "recovery.json").read_bytes()
     res = CliRunner().invoke(main, ["run", str(tmp_path / "small.toml")])  # everything reused
     assert res.exit_code == 0 and (tmp_path / "b" / "recovery" / "recovery.json").read_bytes() == a, res.output
+
+
+# ------------------------------------------------------------------ honest selection
+
+
+def test_recovery_json_records_the_point_chosen_on_dev(run):
+    from latentreason.recovery import points_dir
+
+    out, result = run
+    on_disk = json.loads((out / "recovery" / "recovery.json").read_text())
+    chosen = on_disk["chosen"]["greedy"]
+    assert chosen["selected_on"] == "dev" and chosen["router"] == "probe"
+    assert chosen["alpha"] == on_disk["decodings"]["greedy"]["chosen_alpha"] and chosen["threshold"] == SMALL.threshold  # the threshold is configured, never picked on test
+    flagged = [p for p in on_disk["points"] if p.get("chosen")]
+    assert len(flagged) == 1 and all(flagged[0][k] == chosen[k] for k in ("alpha", "threshold", "budget", "acc", "recovery", "recovery_ci", "n", "decoding"))
+    assert chosen["dev_acc"] == on_disk["decodings"]["greedy"]["dev_scores"][str(chosen["alpha"])]["acc"]
+    point = json.loads((points_dir(out, SMALL) / chosen["file"]).read_text())
+    assert len(point["correct"]) == chosen["n"] == SMALL.n_test
+
+
+def test_points_directory_is_the_one_of_the_config_in_recovery_json(run):
+    from latentreason.recovery import config_of, points_dir, result_points_dir
+
+    out, _ = run
+    on_disk = json.loads((out / "recovery" / "recovery.json").read_text())
+    assert config_of(on_disk) == RecoverConfig(**json.loads(json.dumps(on_disk["config"])))
+    assert config_of(on_disk).key() == SMALL.key()
+    assert result_points_dir(out, on_disk) == points_dir(out, SMALL) and points_dir(out, SMALL).is_dir()
+    with pytest.raises(ValueError, match="does not match this version"):
+        config_of({"config": {**on_disk["config"], "no_such_option": 1}})
+
+
+def test_test_problems_of_a_run_are_distinct(run, organism):
+    from latentreason.recovery import evaluation_problems, points_dir
+    from latentreason.rollouts import task_for_pair
+
+    out, _ = run
+    point = json.loads((points_dir(out, SMALL) / "base_greedy.json").read_text())
+    assert len({e["problem"] for e in point["examples"]}) == SMALL.n_test
+    dev, test = evaluation_problems(task_for_pair(organism), RecoverConfig(n_dev=200, n_test=600))
+    assert len(set(test)) == 600 and len(set(dev)) == 200 and not set(dev) & set(test)  # drawn with replacement: 506 of 600
+
+
+def test_a_task_with_too_few_distinct_problems_is_refused_before_any_compute(organism, tmp_path):
+    import dataclasses
+
+    short = dataclasses.replace(organism, task_config={**organism.task_config, "max_k": 2})  # about 30 test problems exist
+    with pytest.raises(ValueError, match=r"distinct problems from split 'test', which has only \d+"):
+        run_recovery(short, tmp_path / "run", dataclasses.replace(SMALL, n_test=40), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_pair_without_extra_models_says_why_no_intervention_is_placed(run, organism, tmp_path, caplog):
+    import dataclasses
+    import shutil
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "r")
+    bare = dataclasses.replace(organism, extras={})  # what a preset naming other models gives
+    cfg = dataclasses.replace(SMALL, controls=False, oracle=False, interventions=True)
+    with caplog.at_level("WARNING", logger="latentreason.recovery"):
+        result = run_recovery(bare, tmp_path / "r", cfg, progress=False)
+    assert "interventions" not in result and "single_problem_rl" in result["interventions_skipped"]
+    assert "no interventions placed" in caplog.text
+    assert json.loads((tmp_path / "r" / "recovery" / "recovery.json").read_text())["interventions_skipped"] == result["interventions_skipped"]
+
+
+def _point(router="probe", control=None, alpha=2.0, threshold=0.5, recovery=0.5, budget=0.05, seed=None, **kw):
+    pt = {"router": router, "is_oracle": router == "oracle", "control": control, "alpha": alpha, "budget": budget, "acc": 0.5, "recovery": recovery, "recovery_ci": [recovery - 0.1, recovery + 0.1], "n": 16, "decoding": "greedy", **kw}
+    if threshold is not None:
+        pt["threshold"] = threshold
+    if seed is not None:
+        pt["seed"] = seed
+    return pt
+
+
+def test_plotted_curves_are_measured_points_never_a_maximum_over_test_points():
+    from latentreason.plots import curves
+
+    chosen = _point(alpha=1.0, recovery=0.6, chosen=True)
+    points = [
+        _point(alpha=0.5, recovery=0.2), chosen, _point(alpha=2.0, recovery=0.7),  # the alpha curve at the configured threshold 0.5
+        _point(alpha=1.0, threshold=0.1, recovery=0.95, budget=0.3), _point(alpha=1.0, threshold=0.8, recovery=0.3, budget=0.01),  # the threshold sweep at the chosen alpha
+        _point(alpha=2.0, threshold=0.1, recovery=0.99, budget=0.4),  # another alpha at another threshold: on neither curve
+        _point(control="random_vectors", alpha=1.0, threshold=None, recovery=0.0, seed=0), _point(control="random_vectors", alpha=1.0, threshold=None, recovery=0.3, seed=1),
+    ]
+    result = {"points": points, "chosen": {"greedy": {k: chosen[k] for k in ("alpha", "threshold", "recovery", "budget")}}, "config": {"threshold": 0.5}}
+    by_alpha = curves(result, "greedy", "alpha")
+    assert [(p["alpha"], p["recovery"]) for p in by_alpha["probe"][0]] == [(0.5, 0.2), (1.0, 0.6), (2.0, 0.7)]  # at alpha 1 the chosen point, not the 0.95 at threshold 0.1
+    assert sorted(run[0]["recovery"] for run in by_alpha["random_vectors"]) == [0.0, 0.3]  # one run per seed, not the largest
+    by_budget = curves(result, "greedy", "budget")
+    assert [(p["threshold"], p["recovery"]) for p in by_budget["probe"][0]] == [(0.8, 0.3), (0.5, 0.6), (0.1, 0.95)]

@@ -108,3 +108,50 @@ def test_corpus_is_mostly_direct_answers():
 def test_bad_corpus_config_is_refused():
     with pytest.raises(ValueError, match="worked_fraction"):
         CorpusConfig(worked_fraction=1.5)
+
+
+# ------------------------------------------------------------------ distinct evaluation samples
+
+
+def test_evaluation_samples_hold_distinct_problems():
+    task = ArithTask()
+    for n in (150, 600):  # the demo's and recover's test sizes: drawn with replacement they held 138 and 506 distinct problems
+        problems = task.sample("test", n, seed=0)
+        assert len(problems) == n and len(set(problems)) == n
+    assert len(set(task.sample("train", 2000, seed=1))) == 2000
+
+
+def test_a_smaller_distinct_sample_is_a_prefix_of_a_larger_one():
+    task = ArithTask()
+    assert task.sample("dev", 200, seed=5)[:60] == task.sample("dev", 60, seed=5)
+
+
+def test_asking_for_more_distinct_problems_than_a_split_holds_is_refused_with_its_size():
+    import itertools
+
+    task = ArithTask(ArithConfig(min_k=2, max_k=2))
+    every = [Problem(d, o) for d in itertools.product(range(10), repeat=2) for o in itertools.product("+-*", repeat=1)]
+    size = sum(task.split_of(p) == "test" for p in every)
+    assert task.split_size("test") == size and ArithTask().split_size("test") is None  # the default space is far too large to run out
+    assert sorted(task.sample("test", size, seed=2), key=lambda p: p.expr) == sorted((p for p in every if task.split_of(p) == "test"), key=lambda p: p.expr)
+    with pytest.raises(ValueError, match=f"which has only {size} .* ask for at most {size}"):
+        task.sample("test", size + 1)
+    assert len(task.sample("test", size + 50, distinct=False)) == size + 50  # with replacement there is no such bound
+
+
+@pytest.mark.slow  # about 5 s: hashes the 60k-example corpus and the 20k RL pool
+def test_training_pools_are_still_drawn_with_replacement_as_the_organism_was_trained():
+    import hashlib
+
+    from latentreason.io import read_json
+    from latentreason.organism import DEFAULT_DIR
+    from latentreason.organism.train import OrganismConfig, corpus_hash, single_training_problem
+
+    shipped = read_json(DEFAULT_DIR / "pair.json")
+    cfg, seed = OrganismConfig.from_dict(shipped["config"]), shipped["seed"]
+    task = ArithTask(cfg.task)
+    assert corpus_hash(cfg, seed) == shipped["corpus_sha256"]  # the pretraining corpus the shipped pair was trained on
+    pool = task.sample("train", 20_000, seed=seed + 1, distinct=False)  # grpo's RL pool
+    assert len(set(pool)) < len(pool)
+    assert hashlib.sha256("\n".join(p.expr for p in pool).encode()).hexdigest() == "47450cfa790a17741283d5919ae40d67919ebb0d7a6b72e222c195d8e45bb03a"  # measured before distinct sampling
+    assert single_training_problem(task, seed).expr == shipped["single_problem"]

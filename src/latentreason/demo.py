@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from latentreason.recovery import RecoverConfig, run_recovery
+from latentreason.recovery import RecoverConfig, chosen_point_file, run_recovery
 from latentreason.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", cfg: RecoverConfig = DEMO_CON
     """Run the demo into ``out``; returns the report's path. Artifacts already in ``out`` are reused."""
     from latentreason.organism import load_default
     from latentreason.quality import build_generators, quality_report, write_quality
-    from latentreason.report import best_point, build_report
+    from latentreason.report import build_report
 
     t0 = time.time()
     pair = load_default()
@@ -41,12 +41,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", cfg: RecoverConfig = DEMO_CON
     sft_dir = rd.root / "single_problem_sft"  # trained once by the recovery stage, reused here
     specs.append(f"model:{sft_dir}" if (sft_dir / "config.json").exists() else "sft")
     generators, _ = build_generators(pair, specs, task, problems, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    best = best_point(result)
-    if best is not None:
+    point = chosen_point_file(rd.root, result, "greedy")
+    if point is not None:  # the hybrid at the point chosen on dev, from this config's points directory
         from latentreason.io import read_json
 
-        pdir = sorted((rd.recovery / "points").glob("*"))[-1]
-        rec = read_json(pdir / f"greedy_probe_a{best['alpha']}_t{best.get('threshold')}.json")
+        rec = read_json(point)
         by_expr = {task.problem_to_json(p): p for p in problems}
         generators["hybrid"] = [(by_expr[e["problem"]], e["completion"]) for e in rec["examples"] if e["problem"] in by_expr]
     write_quality(rd.quality, quality_report(pair, generators, task=task, seed=cfg.seed))

@@ -1,8 +1,8 @@
 """Model pairs: a base model and its post-RL twin, with their tokenizers and prompts.
 
 ``load_pair`` accepts ``"organism"`` (the shipped default), an organism pair directory
-(written by ``latentreason organism train``), or a TOML preset for real models
-(``configs/*.toml``).
+(written by ``latentreason organism train``), a shipped preset's name (``latentreason presets
+list``) or the path of a TOML preset file.
 """
 
 from __future__ import annotations
@@ -157,6 +157,9 @@ def load_pair(spec: str | os.PathLike = "organism", *, device: str | None = None
     s = str(spec)
     if s == "organism":
         from latentreason.organism import default_pair_dir
+        from latentreason.presets import warn_if_shadowed
+
+        warn_if_shadowed("organism")  # an edited organism.toml in the working directory is not what this loads
 
         return load_organism_pair(default_pair_dir(), device=device)
     p = Path(s)
@@ -170,7 +173,7 @@ def load_pair(spec: str | os.PathLike = "organism", *, device: str | None = None
 
     if s in available_presets():
         return load_preset(resolve_preset(s), device=device, dtype=dtype)
-    raise FileNotFoundError(f"Cannot load pair {s!r}: expected 'organism', an organism pair directory (with {PAIR_MANIFEST}) or a .toml preset from configs/.")
+    raise FileNotFoundError(f"Cannot load pair {s!r}: expected 'organism', an organism pair directory (with {PAIR_MANIFEST}), a .toml preset file or a shipped preset name (`latentreason presets list`).")
 
 
 def load_organism_pair(directory: str | os.PathLike, device: str | None = None) -> ModelPair:

@@ -19,6 +19,17 @@ Schema (unknown keys are rejected)::
     max_new_tokens = 4096
     device_map = "auto"              # optional; used when no device is given and CUDA is present
 
+Presets are named (``--pair qwen-math-1.5b``: always the file shipped in the package, one
+copy, the same on every machine) or given as a path (``--pair my.toml``: always that file).
+To change one, copy it (``latentreason presets copy qwen-math-1.5b my.toml``), edit the copy
+and pass its path. A ``NAME.toml`` or ``configs/NAME.toml`` in the working directory that
+differs from the shipped preset ``NAME`` is not read by ``--pair NAME``; a warning names both.
+
+A preset whose base and post-RL models are the two models of one organism pair directory
+(``latentreason:organism/default/...``, or a pair written by ``latentreason organism train``)
+loads that pair's extra models (single-problem RL) and task config as well, so it gives the
+same pair as ``--pair organism``.
+
 A model path that starts with ``./``, ``../``, ``/`` or ``~``, or that exists relative to the
 TOML file's directory, is a local directory (relative paths resolve against that directory);
 ``latentreason:organism/default/base`` is a directory inside the installed package; anything
@@ -32,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import math
 import os
 import re
@@ -39,7 +51,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from latentreason.io import read_json
 from latentreason.pair import ModelPair, ModelSpec, default_device, load_model, load_tokenizer, resolve_dtype
+
+log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "latentreason:"
 TOP_KEYS = {"name", "task", "base", "post_rl", "defaults"}
@@ -59,17 +74,87 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.toml"))
 
 
+def shipped_preset(name: str) -> Path:
+    """The file of the shipped preset ``name`` (``qwen-math-1.5b``), the one copy there is."""
+    shipped = presets_dir() / f"{name}.toml"
+    if Path(name).name != name or not shipped.is_file():
+        raise FileNotFoundError(f"Unknown preset {name!r}: the shipped presets are {', '.join(available_presets())} (`latentreason presets list`); or pass a path to a .toml file.")
+    return shipped
+
+
+def shadowing_copies(name: str, cwd: str | os.PathLike | None = None) -> list[Path]:
+    """Files in the working directory (``NAME.toml``, ``configs/NAME.toml``) that differ from the shipped preset ``name``.
+
+    ``--pair NAME`` reads the shipped preset, never these: a user who edited one of them
+    meant it to be used, so :func:`resolve_preset` warns, naming both files.
+    """
+    shipped = presets_dir() / f"{name}.toml"
+    if not shipped.is_file():
+        return []
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    found = []
+    for cand in (base / f"{name}.toml", base / "configs" / f"{name}.toml"):
+        if cand.is_file() and cand.resolve() != shipped.resolve() and cand.read_bytes() != shipped.read_bytes():
+            found.append(cand)
+    return found
+
+
+def warn_if_shadowed(name: str) -> None:
+    """Log a warning for each working-directory copy of preset ``name`` that differs from the shipped one."""
+    for cand in shadowing_copies(name):
+        log.warning("--pair %s reads the shipped preset %s, not %s, which differs from it; to use your edit, pass its path: --pair %s", name, presets_dir() / f"{name}.toml", cand, cand)
+
+
 def resolve_preset(name: str | os.PathLike) -> Path:
-    """Path of a preset given as a file path or as the name of a shipped preset (``qwen-math-1.5b``)."""
+    """Path of a preset given as a file path (that file) or as the name of a shipped preset (the shipped file)."""
     p = Path(name).expanduser()
     if p.is_file():
         return p
     if p.suffix == ".toml" or len(p.parts) > 1:
-        raise FileNotFoundError(f"Preset file {p} does not exist; pass an existing .toml or one of the shipped presets: {', '.join(available_presets())}.")
-    shipped = presets_dir() / f"{p.name}.toml"
-    if shipped.is_file():
-        return shipped
-    raise FileNotFoundError(f"Unknown preset {str(name)!r}: the shipped presets are {', '.join(available_presets())}; or pass a path to a .toml file.")
+        hint = f" The shipped preset {p.stem!r} is used by name: --pair {p.stem} (or get an editable copy with `latentreason presets copy {p.stem} {p}`)." if p.stem in available_presets() else ""
+        raise FileNotFoundError(f"Preset file {p} does not exist; pass an existing .toml or one of the shipped presets: {', '.join(available_presets())}.{hint}")
+    shipped = shipped_preset(p.name)
+    warn_if_shadowed(p.name)
+    return shipped
+
+
+def copy_preset(name: str, dest: str | os.PathLike) -> Path:
+    """Copy the shipped preset ``name`` to ``dest`` (a new file, never overwritten) for editing; returns ``dest``."""
+    from latentreason.io import write_bytes
+
+    src = shipped_preset(name)
+    dest = Path(dest).expanduser()
+    if dest.is_dir():
+        dest = dest / src.name
+    if dest.exists():
+        raise FileExistsError(f"{dest} already exists; choose another destination (presets copy never overwrites a file).")
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(f"Directory {dest.parent} does not exist; create it or choose another destination.")
+    return write_bytes(dest, src.read_bytes())
+
+
+def organism_pair_dir(cfg: dict[str, Any]) -> Path | None:
+    """The organism pair directory whose base and post-RL models a read preset names, or None.
+
+    Such a preset describes that organism pair: loading it takes the pair's extra models and
+    task config from its ``pair.json`` (see :func:`load_preset`).
+    """
+    from latentreason.pair import PAIR_KIND, PAIR_MANIFEST
+
+    base, post = Path(cfg["base"].path), Path(cfg["post_rl"].path)
+    if not (base.is_dir() and post.is_dir()) or base.parent.resolve() != post.parent.resolve():
+        return None
+    root = base.parent
+    try:
+        man = read_json(root / PAIR_MANIFEST)
+    except (OSError, ValueError):
+        return None
+    models = man.get("models", {}) if isinstance(man, dict) else {}
+    if man.get("kind") != PAIR_KIND or not isinstance(models, dict):
+        return None
+    if models.get("base") != base.name or models.get("post_rl") != post.name:
+        return None
+    return root
 
 
 def read_preset(path: str | os.PathLike) -> dict[str, Any]:
@@ -123,7 +208,18 @@ def load_preset(path: str | os.PathLike, device: str | None = None, dtype: str |
     dev = None if device_map else (device or default_device())
     specs: dict[str, ModelSpec] = {role: cfg[role] for role in ("base", "post_rl")}
     models, tokenizers = {}, {}
+    organism, extras, task_config = organism_pair_dir(cfg), {}, {}
+    if organism is not None:  # the organism's own loader: its extra models and task config come too, as with --pair organism
+        from latentreason.pair import load_organism_pair
+
+        org = load_organism_pair(organism, device=dev or "cpu")
+        models = {"base": org.base_model.to(torch_dtype), "post_rl": org.post_rl_model.to(torch_dtype)}
+        tokenizers = {"base": org.base_tokenizer, "post_rl": org.post_rl_tokenizer}
+        extras = {name: m.to(torch_dtype) for name, m in org.extras.items()}
+        task_config = org.task_config
     for role, spec in specs.items():
+        if role in models:
+            continue
         tokenizers[role] = load_tokenizer(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
         models[role] = load_model(spec.path, dtype=torch_dtype, device=dev, revision=spec.revision, trust_remote_code=spec.trust_remote_code, device_map=device_map)
 
@@ -154,6 +250,8 @@ def load_preset(path: str | os.PathLike, device: str | None = None, dtype: str |
         post_rl_spec=specs["post_rl"],
         source=str(path),
         defaults=d,
+        task_config=task_config,
+        extras=extras,
     )
 
 

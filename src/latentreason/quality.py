@@ -578,48 +578,42 @@ def build_generators(pair, specs: Sequence[str], task, problems: Sequence[Any], 
 
 
 def hybrid_examples(run: str | os.PathLike, task, point: str | None = None) -> list[tuple[Any, str]]:
-    """``(problem, completion)`` pairs of a hybrid from a recovery run (``RUN/recovery/points/*/greedy_probe_*.json``).
+    """``(problem, completion)`` pairs of a hybrid from a recovery run (``RUN/recovery/recovery.json`` and its point files).
 
     Each point file keeps a few example completions of the test problems in order; the problems
-    are rebuilt from the points' ``config.json`` (``n_test``, ``seed``). ``point`` picks a file by
-    name (e.g. ``greedy_probe_a4.0_t0.5``); by default the run's chosen alpha at its default
-    threshold, else the point with the most correct examples.
+    are rebuilt from the run's config (``n_test``, ``seed``). By default the point chosen on dev
+    (``recovery.json``'s ``chosen``, greedy); ``point`` picks another file of the same config by
+    name (e.g. ``greedy_probe_a4.0_t0.5``). Points are looked up in the directory of the config
+    that produced ``recovery.json`` and are never picked by their test results.
     """
+    from latentreason.recovery import RECOVERY_FILE, chosen_point_file, config_of, result_points_dir
     from latentreason.rundir import RunDir
 
     root = Path(run)
-    pts_root = RunDir(root).recovery / "points"
-    if not pts_root.is_dir() and (root / "points").is_dir():
-        pts_root = root / "points"
-    files = sorted(pts_root.glob("*/greedy_probe_*.json")) if pts_root.is_dir() else []
+    if not (RunDir(root).recovery / RECOVERY_FILE).exists() and (root / RECOVERY_FILE).exists():
+        root = root.parent  # RUN/recovery was given
+    rec_file = RunDir(root).recovery / RECOVERY_FILE
+    if not rec_file.exists():
+        raise FileNotFoundError(f"No hybrid examples under {run}: it has no {RunDir(root).recovery.name}/{RECOVERY_FILE}; run `latentreason recover --out {run}` first, or drop hybrid:{run}.")
+    result = read_json(rec_file)
+    if not isinstance(result, dict):
+        raise ValueError(f"{rec_file} is not a recovery result; re-run `latentreason recover --out {run}`.")
+    pdir = result_points_dir(root, result)
     if point:
-        files = [f for f in files if f.stem == point]
-    if not files:
-        want = f"{point}.json" if point else "greedy_probe_*.json"
-        raise FileNotFoundError(f"No hybrid examples under {pts_root} (looked for points/*/{want}); run `latentreason recover --out {root}` first, or drop hybrid:{run}.")
-    chosen = None
-    rec_file = RunDir(root).recovery / "recovery.json"
-    if point is None and rec_file.exists():
-        try:
-            rec = read_json(rec_file)
-            name = f"greedy_probe_a{rec['decodings']['greedy']['chosen_alpha']}_t{rec['config']['threshold']}"
-            chosen = next((f for f in files if f.stem == name), None)
-        except (KeyError, ValueError, TypeError):
-            chosen = None
-    if chosen is None:
-        def score(f: Path) -> int:
-            try:
-                return sum(bool(c) for c in read_json(f).get("correct", []))
-            except ValueError:
-                return -1
-
-        chosen = max(files, key=score)
+        chosen: Path | None = pdir / f"{Path(point).name}.json"
+        if not chosen.is_file():
+            have = ", ".join(sorted(f.stem for f in pdir.glob("greedy_*.json"))) or "none"
+            raise FileNotFoundError(f"No hybrid point {point!r} in {pdir} (the points of {rec_file}); it has: {have}.")
+    else:
+        chosen = chosen_point_file(root, result, "greedy")
+        if chosen is None:
+            raise FileNotFoundError(f"No hybrid examples in {pdir}: {rec_file} records no greedy point chosen on dev, or its file is missing; re-run `latentreason recover --out {run}` (greedy decoding).")
     try:
-        data, cfg = read_json(chosen), read_json(chosen.parent / "config.json")
+        data, cfg = read_json(chosen), config_of(result)
         examples = [e["completion"] for e in data["examples"]]
-        problems = task.sample("test", int(cfg["n_test"]), seed=int(cfg.get("seed", 0)))
-    except (KeyError, TypeError, FileNotFoundError) as e:
-        raise ValueError(f"{chosen} (or its config.json) is not a recovery point with examples ({e!r}); re-run `latentreason recover`.") from e
+        problems = task.sample("test", int(cfg.n_test), seed=int(cfg.seed))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{chosen} is not a recovery point with examples ({e!r}); re-run `latentreason recover`.") from e
     log.info("hybrid examples from %s (%d)", chosen, len(examples))
     return list(zip(problems[: len(examples)], examples))
 

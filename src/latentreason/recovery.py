@@ -304,6 +304,77 @@ def points_inputs(pair: ModelPair, rd: RunDir, art: dict[str, Any]) -> dict[str,
     return inputs
 
 
+def points_dir(run: str | os.PathLike, cfg: RecoverConfig) -> Path:
+    """Directory of the point files that ``cfg`` produces in run directory ``run``: the one place that names it."""
+    return RunDir(run).points(cfg.key())
+
+
+def config_of(result: dict[str, Any]) -> RecoverConfig:
+    """The :class:`RecoverConfig` that produced a ``recovery.json`` (from its ``config``)."""
+    raw = result.get("config")
+    if not isinstance(raw, dict):
+        raise ValueError(f"recovery.json has no config table (got {type(raw).__name__}); re-run `latentreason recover` to rewrite it.")
+    try:
+        return RecoverConfig(**raw)
+    except TypeError as e:
+        raise ValueError(f"recovery.json's config does not match this version's RecoverConfig ({e}); re-run `latentreason recover` with this version.") from e
+
+
+def result_points_dir(run: str | os.PathLike, result: dict[str, Any]) -> Path:
+    """Directory of the point files behind ``result`` (a ``recovery.json``) in ``run``: never another config's."""
+    return points_dir(run, config_of(result))
+
+
+def chosen_point(result: dict[str, Any], decoding: str) -> dict[str, Any] | None:
+    """The point chosen on dev for ``decoding`` (``recovery.json``'s ``chosen``), or None for results without one."""
+    chosen = result.get("chosen")
+    pt = chosen.get(decoding) if isinstance(chosen, dict) else None
+    return pt if isinstance(pt, dict) else None
+
+
+def chosen_point_file(run: str | os.PathLike, result: dict[str, Any], decoding: str = "greedy") -> Path | None:
+    """The point file (completions, steered tokens) of the point chosen on dev for ``decoding``; None if there is none.
+
+    Looked up in the points directory of the config that produced ``result``; a ``file`` that
+    is not a plain ``*.json`` name (a tampered ``recovery.json``) is never followed.
+    """
+    chosen = chosen_point(result, decoding)
+    name = chosen.get("file") if chosen is not None else None
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".json"):
+        return None
+    try:
+        f = result_points_dir(run, result) / name
+    except ValueError:
+        return None
+    return f if f.is_file() else None
+
+
+def evaluation_problems(task, cfg: RecoverConfig) -> tuple[list, list]:
+    """The dev and test problems of a run, each split's problems distinct and the two splits disjoint.
+
+    Intervals treat problems as independent, so a repeated problem would count twice; a task
+    whose sampler repeats problems (or has too few) is refused before anything is computed.
+    """
+    from latentreason.rollouts import problem_to_json
+
+    dev = task.sample("dev", cfg.n_dev, seed=cfg.seed)
+    test = task.sample("test", cfg.n_test, seed=cfg.seed)
+    keys = {}
+    for split, problems in (("dev", dev), ("test", test)):
+        keys[split] = [json.dumps(problem_to_json(task, p), sort_keys=True) for p in problems]
+        if len(set(keys[split])) < len(problems):
+            raise ValueError(f"Task {getattr(task, 'name', task)!r} returned {len(problems) - len(set(keys[split]))} repeated problem(s) among {len(problems)} {split} problems; its sample() must draw distinct problems (ask for fewer with --n-{split}).")
+    if set(keys["dev"]) & set(keys["test"]):
+        raise ValueError(f"Task {getattr(task, 'name', task)!r}: {len(set(keys['dev']) & set(keys['test']))} problem(s) are in both the dev and the test split; its splits must not overlap.")
+    return dev, test
+
+
+def chosen_record(pt: dict[str, Any], file: str, dev_score: dict[str, Any]) -> dict[str, Any]:
+    """What ``recovery.json`` keeps of the point chosen on dev: enough to identify it and its test result."""
+    keep = ("decoding", "router", "alpha", "threshold", "budget", "acc", "recovery", "recovery_ci", "n")
+    return {**{k: pt.get(k) for k in keep}, "selected_on": "dev", "dev_acc": dev_score.get("acc"), "file": file}
+
+
 def run_recovery(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig | None = None, progress: bool = True, *, force: bool = False) -> dict[str, Any]:
     """Build artifacts, evaluate every point (resuming), write ``recovery.json`` and plots; returns the result.
 
@@ -311,30 +382,35 @@ def run_recovery(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig | N
     (``RunDir.points(cfg.key())``), resumed point by point; points made from other vectors, router or
     models are refused (``force=True`` recomputes them). ``recovery.json`` and the plots are the run's
     current summary, replaced by each run.
+
+    Per decoding, alpha is chosen on the dev split at the configured router threshold; that
+    point is recorded as ``chosen`` and is the one every headline reports. The other test
+    points form the curves and are never maximised over.
     """
+    from latentreason.rollouts import task_for_pair
     from latentreason.stage import open_run, open_stage
 
     cfg = cfg or RecoverConfig()
+    problems = evaluation_problems(task_for_pair(pair, cfg.task, cfg.data), cfg)  # refused here, before any compute
     with open_run(out) as rd:
         art = build_artifacts(pair, rd.root, cfg, progress, force=force)
         key = cfg.key()
         pconfig = {**dataclasses.asdict(cfg), "site": art["site"], "router_site": art["router_site"]}
         with open_stage(rd.points(key), "points", pconfig, points_inputs(pair, rd, art), owns=("*.json",), force=force) as points:
             with open_stage(rd.recovery, "recovery", {"points": key}, owns=RECOVERY_OWNS, force=True) as summary:  # only ever replaces its own files
-                result = _evaluate(pair, rd, cfg, art, key, progress)
+                result = _evaluate(pair, rd, cfg, art, key, problems, progress)
                 points.complete(sorted(p.name for p in points.directory.glob("*.json") if p.name != "manifest.json"))
                 summary.complete(sorted(p.name for pat in RECOVERY_OWNS for p in rd.recovery.glob(pat)))
     return result
 
 
-def _evaluate(pair: ModelPair, rd: RunDir, cfg: RecoverConfig, art: dict[str, Any], key: str, progress: bool) -> dict[str, Any]:
+def _evaluate(pair: ModelPair, rd: RunDir, cfg: RecoverConfig, art: dict[str, Any], key: str, problems: tuple[list, list], progress: bool) -> dict[str, Any]:
     """Every point of one config (each saved as it finishes; finished ones are read back), then ``recovery.json`` and plots."""
     from latentreason.plots import plot_recovery_vs_alpha, plot_recovery_vs_budget
 
     task, vectors, bias, router = art["task"], art["vectors"], art["bias"], art["router"]
     write_json(rd.points(key) / "config.json", dataclasses.asdict(cfg))
-    dev = task.sample("dev", cfg.n_dev, seed=cfg.seed)
-    test = task.sample("test", cfg.n_test, seed=cfg.seed)
+    dev, test = problems
     dev_prompts, test_prompts = [task.prompt(p) for p in dev], [task.prompt(p) for p in test]
 
     def cached(name: str, fn) -> dict[str, Any]:
@@ -345,7 +421,7 @@ def _evaluate(pair: ModelPair, rd: RunDir, cfg: RecoverConfig, art: dict[str, An
         write_json(path, val)
         return val
 
-    result: dict[str, Any] = {"pair": pair.name, "task": task.name, "site": art["site"], "router_site": art["router_site"], "strategies": router.strategies, "n": cfg.n_test, "config": dataclasses.asdict(cfg), "decodings": {}, "points": []}
+    result: dict[str, Any] = {"pair": pair.name, "task": task.name, "site": art["site"], "router_site": art["router_site"], "strategies": router.strategies, "n": cfg.n_test, "config": dataclasses.asdict(cfg), "decodings": {}, "chosen": {}, "points": []}
     bar = tqdm(desc="recovery points", disable=not progress)
     for decoding in cfg.decodings:
         base_c = cached(f"base_{decoding}", lambda: baseline(pair, task, test, "base", decoding, cfg))["correct"]
@@ -379,8 +455,9 @@ def _evaluate(pair: ModelPair, rd: RunDir, cfg: RecoverConfig, art: dict[str, An
         scores = cached(f"dev_alpha_{decoding}", dev_scores)
         best = max(cfg.alphas, key=lambda a: (round(scores[str(a)]["acc"], 6), -a))
         result["decodings"][decoding].update({"chosen_alpha": best, "dev_scores": scores})
-        for a in cfg.alphas:
-            point(f"probe_a{a}_t{cfg.threshold}", vecs=vectors, rtr=router, alpha=a, control=None, router_name="probe", extra={"threshold": cfg.threshold})
+        curve = {a: point(f"probe_a{a}_t{cfg.threshold}", vecs=vectors, rtr=router, alpha=a, control=None, router_name="probe", extra={"threshold": cfg.threshold}) for a in cfg.alphas}
+        curve[best]["chosen"] = True  # chosen on dev; the other alphas only draw the curve
+        result["chosen"][decoding] = chosen_record(curve[best], f"{decoding}_probe_a{best}_t{cfg.threshold}.json", scores[str(best)])
         thresholds = list(cfg.thresholds)
         if cfg.budgets:
             X, _ = art["router_X"]
@@ -391,7 +468,11 @@ def _evaluate(pair: ModelPair, rd: RunDir, cfg: RecoverConfig, art: dict[str, An
         if cfg.oracle:
             point(f"oracle_a{best}", vecs=vectors, rtr=OracleRouter(router), alpha=best, control=None, router_name="oracle", is_oracle=True)
         if cfg.interventions:
-            for name, model in intervention_models(pair, task, rd, cfg).items():
+            models = intervention_models(pair, task, rd, cfg)
+            if not models:
+                result["interventions_skipped"] = f"pair {pair.name!r} has no extra models (such as single_problem_rl) to place beside the hybrid; load an organism pair directory (--pair organism) or a preset naming one to get them."
+                log.warning("no interventions placed: %s", result["interventions_skipped"])
+            for name, model in models.items():
                 rec = cached(f"{decoding}_intervention_{name}", lambda m=model: baseline(pair, task, test, name, decoding, cfg, model=m))
                 r, ci = bootstrap_recovery(base_c, post_c, rec["correct"], cfg.n_boot, cfg.seed)
                 result.setdefault("interventions", []).append(
@@ -399,7 +480,7 @@ def _evaluate(pair: ModelPair, rd: RunDir, cfg: RecoverConfig, art: dict[str, An
                 )
         if not cfg.controls:
             continue
-        main_budget = next(p["budget"] for p in result["points"] if p["decoding"] == decoding and p["control"] is None and p["alpha"] == best and p.get("threshold") == cfg.threshold)
+        main_budget = curve[best]["budget"]
         for s in range(cfg.random_seeds):
             for a in [a for a in cfg.alphas if a <= best]:
                 point(f"random_s{s}_a{a}", vecs=random_like(vectors, 1000 + s), rtr=router, alpha=a, control="random_vectors", router_name="probe", extra={"seed": s})

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("latentreason.cli.demo", "demo"),
     "quality": ("latentreason.cli.quality", "quality"),
     "run": ("latentreason.cli.run", "run"),
+    "presets": ("latentreason.cli.presets", "presets"),
 }
 
 

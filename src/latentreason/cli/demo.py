@@ -12,9 +12,9 @@ import click
 @click.option("--fresh", is_flag=True, help="Remove the run's artifacts first instead of reusing them (only files its stages wrote; a folder that is not a latentreason run is refused).")
 def demo(out: str, fresh: bool) -> None:
     """Rollouts, cache, taxonomy, vectors, router, hybrid with controls, quality and report on the shipped organism."""
+    from latentreason.cli.recover import _f
     from latentreason.demo import run_demo
     from latentreason.io import read_json
-    from latentreason.report import best_point
     from latentreason.rundir import RunDir
     from latentreason.stage import claim_run_file, open_run, record_run_file
 
@@ -29,11 +29,10 @@ def demo(out: str, fresh: bool) -> None:
     rd = RunDir(out)
     result = read_json(rd.recovery / "recovery.json")
     g = result["decodings"]["greedy"]
-    click.echo(f"base accuracy {g['base_acc']:.3f}, post-RL {g['post_rl_acc']:.3f} on {result['n']} held-out problems (greedy)")
-    best = best_point(result)
-    if best:
-        click.echo(f"probe router (honest): recovery {best['recovery']:.2f} [{best['recovery_ci'][0]:.2f}, {best['recovery_ci'][1]:.2f}] steering {100 * best['budget']:.1f}% of tokens (alpha {best['alpha']})")
+    click.echo(f"base accuracy {g['base_acc']:.3f}, post-RL {g['post_rl_acc']:.3f} on {result['n']} distinct held-out problems (greedy)")
+    chosen = result["chosen"]["greedy"]
+    click.echo(f"probe router (honest), alpha {chosen['alpha']:g} and threshold {chosen['threshold']:g} chosen on dev: recovery {_f(chosen['recovery'])} [{_f(chosen['recovery_ci'][0])}, {_f(chosen['recovery_ci'][1])}] steering {100 * chosen['budget']:.1f}% of tokens")
     for p in result["points"]:
-        if p["decoding"] == "greedy" and p["control"] and best and p["alpha"] == best["alpha"] and p.get("seed", 0) == 0:
-            click.echo(f"  control {p['control']:20s} recovery {p['recovery'] if p['recovery'] is not None else float('nan'):.2f} at budget {100 * p['budget']:.1f}%")
+        if p["decoding"] == "greedy" and p["control"] and p["alpha"] == chosen["alpha"] and p.get("seed", 0) == 0:
+            click.echo(f"  control {p['control']:20s} recovery {_f(p['recovery'])} at budget {100 * p['budget']:.1f}%")
     click.echo(f"report: {path}  ({time.time() - t0:.0f} s)")

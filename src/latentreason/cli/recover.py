@@ -76,8 +76,12 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
     click.echo(f"recovery written to {rd.recovery / RECOVERY_FILE}")
     for d, info in result["decodings"].items():
         click.echo(f"[{d}] base {info['base_acc']:.3f}  post-RL {info['post_rl_acc']:.3f}  chosen alpha {info.get('chosen_alpha')}")
+        c = result["chosen"][d]
+        click.echo(f"[{d}] chosen on dev: probe router, alpha {c['alpha']:g}, threshold {c['threshold']:g}: recovery {_f(c['recovery'])} [{_f(c['recovery_ci'][0])}, {_f(c['recovery_ci'][1])}] at budget {c['budget']:.3f} on {c['n']} test problems")
+    if result.get("interventions_skipped"):
+        click.echo(f"  no interventions: {result['interventions_skipped']}")
     for p in result.get("interventions", []):
         click.echo(f"  {p['decoding']:7s} {p['label']:48s} acc={p['acc']:.3f} recovery={_f(p['recovery'])} [{_f(p['recovery_ci'][0])}, {_f(p['recovery_ci'][1])}]")
     for p in result["points"]:
-        tag = "ORACLE " if p["is_oracle"] else ""
-        click.echo(f"  {p['decoding']:7s} {tag}{p['router']:6s} {str(p['control'] or '-'):20s} a={p['alpha']:<5g} budget={p['budget']:.3f} acc={p['acc']:.3f} recovery={_f(p['recovery'])} [{_f(p['recovery_ci'][0])}, {_f(p['recovery_ci'][1])}]")
+        tag = ("ORACLE " if p["is_oracle"] else "") + ("CHOSEN " if p.get("chosen") else "")
+        click.echo(f"  {p['decoding']:7s} {tag}{p['router']:6s} {str(p['control'] or '-'):20s} a={p['alpha']:<5g} t={str(p.get('threshold', '-')):5s} budget={p['budget']:.3f} acc={p['acc']:.3f} recovery={_f(p['recovery'])} [{_f(p['recovery_ci'][0])}, {_f(p['recovery_ci'][1])}]")

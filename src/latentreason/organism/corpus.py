@@ -61,7 +61,7 @@ def make_corpus(task: ArithTask, n: int, cfg: CorpusConfig, seed: int = 0, split
     """``n`` training examples from ``split``, deterministic in ``seed``."""
     rng = random.Random(f"corpus:{seed}")
     out = []
-    for p in task.sample(split, n, seed=seed):
+    for p in task.sample(split, n, seed=seed, distinct=False):  # a training pool: drawn with replacement, as the shipped organism was trained
         sents, labels = worked_solution(p, rng, cfg, task.config.line_width) if rng.random() < cfg.worked_fraction else direct_solution(p)
         out.append(Example(p, task.prompt(p), tuple(sents), tuple(labels)))
     return out

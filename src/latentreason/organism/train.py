@@ -271,7 +271,7 @@ def grpo(cfg: OrganismConfig, base, tok, seed: int, ckpt: Path, problems: list[P
     ref.eval()
     opt = torch.optim.AdamW(policy.parameters(), lr=rc.lr, weight_decay=0.0, betas=(0.9, 0.98))
     start = _load_checkpoint(ckpt, policy, opt, made)
-    pool = problems if problems is not None else task.sample("train", 20_000, seed=seed + 1)
+    pool = problems if problems is not None else task.sample("train", 20_000, seed=seed + 1, distinct=False)
     bar = tqdm(range(start, rc.steps), desc=desc, initial=start, total=rc.steps, disable=not progress)
     for step in bar:
         rng = random.Random(f"rl:{seed}:{step}")
@@ -365,7 +365,7 @@ def _train(out: Path, cfg: OrganismConfig, seed: int, rl_problems: int | None, s
 
     t0 = time.time()
     if not _finished(out / "post_rl", made):
-        probs = task.sample("train", rl_problems, seed=seed + 7) if rl_problems else None
+        probs = task.sample("train", rl_problems, seed=seed + 7, distinct=False) if rl_problems else None
         post = grpo(cfg, base, tok, seed, ckpts / "rl", problems=probs, desc="rl", progress=progress, made=made)
         _save_model_dir(post, tok, out / "post_rl", made)
     stages["rl_s"] = _stage_time(earlier, "rl_s", t0)

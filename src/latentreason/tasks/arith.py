@@ -21,7 +21,9 @@ post-RL model works every operation with its strategy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import random
 import re
 from dataclasses import dataclass, field
@@ -132,24 +134,44 @@ class ArithTask:
         train, dev, _ = self.config.split_fractions
         return "train" if h < train else "dev" if h < train + dev else "test"
 
-    def sample(self, split: str, n: int, seed: int = 0) -> list[Problem]:
-        """``n`` problems from ``split``, deterministic in ``seed``; splits never overlap."""
+    def sample(self, split: str, n: int, seed: int = 0, distinct: bool = True) -> list[Problem]:
+        """``n`` problems from ``split``, deterministic in ``seed``; splits never overlap.
+
+        ``distinct=True`` (the default, for everything evaluated or cached) returns ``n``
+        different problems: the first ``n`` distinct ones of the seeded stream of draws, so a
+        smaller sample is a prefix of a larger one. This is sampling without replacement from
+        the task's distribution: once a split's few short problems are used up (the test split
+        holds about 30 two-digit problems), later draws of them are skipped, so large samples
+        hold fewer of the shortest problems than independent draws would. A split with fewer
+        distinct problems than ``n`` is refused (ValueError naming how many it has).
+        ``distinct=False`` draws with replacement; only the organism's training pools (pretraining
+        corpus, RL pool) use it, so the shipped pair retrains bit-identically.
+        """
         if split not in SPLITS:
             raise ValueError(f"Unknown split {split!r}: expected one of {SPLITS}.")
         if n < 0:
             raise ValueError(f"n={n} must be non-negative.")
+        if distinct:
+            size = self.split_size(split)
+            if size is not None and n > size:
+                raise ValueError(f"Asked for {n} distinct problems from split {split!r}, which has only {size} under {self.config}; ask for at most {size} or widen the problem range (max_k, ops).")
         rng = random.Random(f"{split}:{seed}")
-        c, out = self.config, []
+        c, out, seen = self.config, [], set()
         tries = 0
         while len(out) < n:
             tries += 1
             if tries > 1000 * (n + 10):
-                raise RuntimeError(f"Could not draw {n} problems for split {split!r}; widen the k range.")
+                raise ValueError(f"Could not draw {n} {'distinct ' if distinct else ''}problems for split {split!r} in {tries - 1} tries under {self.config}; ask for fewer or widen the k range.")
             k = rng.randint(c.min_k, c.max_k)
             p = Problem(tuple(rng.randrange(c.modulus) for _ in range(k)), tuple(rng.choice(c.ops) for _ in range(k - 1)), c.modulus)
-            if self.split_of(p) == split:
+            if self.split_of(p) == split and not (distinct and p in seen):
                 out.append(p)
+                seen.add(p)
         return out
+
+    def split_size(self, split: str) -> int | None:
+        """How many distinct problems ``split`` holds, counted exactly when the problem space is small (else None: far more than any sample)."""
+        return _split_sizes(self.config).get(split)
 
     def prompt(self, problem: Problem) -> str:
         """Right-aligned expression followed by '=', always ``prompt_width + 1`` characters."""
@@ -174,6 +196,24 @@ class ArithTask:
         if not isinstance(obj, str):
             raise ValueError(f"Not a serialised arith problem: {obj!r:.200} (expected an expression string such as '3+4*2').")
         return Problem.parse(obj, self.config.modulus)
+
+
+_COUNT_LIMIT = 300_000  # problem spaces up to this size are enumerated to count each split exactly
+
+
+@functools.lru_cache(maxsize=16)
+def _split_sizes(config: ArithConfig) -> dict[str, int]:
+    """Exact number of distinct problems per split for a small problem space; {} for a large one."""
+    c = config
+    if sum(c.modulus**k * len(c.ops) ** (k - 1) for k in range(c.min_k, c.max_k + 1)) > _COUNT_LIMIT:
+        return {}
+    train, dev, _ = c.split_fractions
+    counts = dict.fromkeys(SPLITS, 0)
+    for k in range(c.min_k, c.max_k + 1):  # the expression strings ArithTask.split_of hashes, without building problems
+        for chars in itertools.product(*([[str(d) for d in range(c.modulus)]] + [[o + str(d) for o in c.ops for d in range(c.modulus)]] * (k - 1))):
+            h = int(hashlib.sha256("".join(chars).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+            counts["train" if h < train else "dev" if h < train + dev else "test"] += 1
+    return counts
 
 
 def step_body(problem: Problem, j: int, acc: int, width: int) -> str:

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from latentreason import grading
+
+log = logging.getLogger(__name__)
 
 NAMES = ("gsm8k", "math500")
 SPLITS = ("train", "dev", "test")
@@ -48,6 +51,24 @@ class MathProblem:
 def question_hash(question: str) -> float:
     """A number in [0, 1] fixed by the question text: the basis of ids and splits."""
     return int(hashlib.sha256(question.strip().encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def _distinct_questions(name: str, problems: Sequence[MathProblem]) -> tuple[MathProblem, ...]:
+    """``problems`` with repeated questions dropped (the first copy kept), so samples never hold one question twice.
+
+    Copies of a question share its hash, hence its split: kept, they would be drawn as if
+    independent. A question repeated with another gold answer is a data error and is refused.
+    """
+    first: dict[str, MathProblem] = {}
+    for p in problems:
+        q = p.question.strip()
+        if q not in first:
+            first[q] = p
+        elif first[q].gold != p.gold:
+            raise ValueError(f"Task {name!r}: question {q[:80]!r} appears twice with different gold answers ({first[q].gold!r} and {p.gold!r}); fix or drop one of the rows.")
+    if len(first) < len(problems):
+        log.warning("Task %r: dropped %d repeated question(s) of %d, keeping the first copy of each: a sample never holds one question twice.", name, len(problems) - len(first), len(problems))
+    return tuple(first.values())
 
 
 class MathTask:
@@ -104,7 +125,7 @@ class MathTask:
                 probs = tuple(datasets.load(self.name, self.data))
             if not probs:
                 raise ValueError(f"Task {self.name!r} has no problems (data={self.data!r}).")
-            self._problems = probs
+            self._problems = _distinct_questions(self.name, probs)
         return self._problems
 
     def split_of(self, problem: MathProblem) -> str:
@@ -119,7 +140,11 @@ class MathTask:
         return [p for p in self.problems if self.split_of(p) == split]
 
     def sample(self, split: str, n: int | None = None, seed: int = 0) -> list[MathProblem]:
-        """``n`` distinct problems of ``split`` (all of them, in file order, when ``n`` is None), deterministic in ``seed``."""
+        """``n`` distinct problems of ``split`` (all of them, in file order, when ``n`` is None), deterministic in ``seed``.
+
+        A question is never drawn twice (repeated rows are dropped on load); a split with fewer
+        than ``n`` problems is refused with the largest ``n`` allowed.
+        """
         pool = self.split(split)
         if n is None:
             return pool

@@ -66,14 +66,26 @@ class RecoverConfig:
     data: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_dev", "n_test", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be positive.")
-        for a in self.alphas:
-            if not isinstance(a, (int, float)) or a != a:
-                raise ValueError(f"alpha {a!r} is not a number.")
-        for t in (*self.thresholds, self.threshold):
-            check_budget(t)  # thresholds are probabilities in [0, 1]
+        from latentreason.sites import HookSite
+        from latentreason.validate import check_finite, check_nonnegative, check_positive
+
+        for name in ("n_train", "n_dev", "n_test", "batch_size", "n_boot"):
+            check_positive(name, getattr(self, name))
+        if self.max_new_tokens is not None:
+            check_positive("max_new_tokens", self.max_new_tokens)
+        check_nonnegative("random_seeds", self.random_seeds)
+        check_finite("temperature", self.temperature, low=0.0, low_open=True)
+        if self.k is not None and (check_positive("k", self.k) < 2):
+            raise ValueError(f"k={self.k}: a taxonomy needs at least 2 clusters.")
+        if not self.alphas:
+            raise ValueError("alphas is empty: give at least one steering strength, e.g. alphas=(1.0,).")
+        for a in self.alphas:  # an infinite strength would record empty completions as accuracy 0
+            check_finite("alpha", a)
+        for name in ("site", "router_site"):
+            if getattr(self, name) is not None:
+                HookSite.parse(getattr(self, name))
+        for t in (*self.thresholds, self.threshold, *self.budgets):
+            check_budget(t)  # thresholds are probabilities in [0, 1]; budgets shares of tokens
         bad = set(self.decodings) - {"greedy", "sampled"}
         if bad or not self.decodings:
             raise ValueError(f"decodings must be some of 'greedy', 'sampled'; got {self.decodings}.")

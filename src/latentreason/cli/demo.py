@@ -18,7 +18,12 @@ def demo(out: str, fresh: bool) -> None:
     from latentreason.io import read_json
     from latentreason.report import best_point
     from latentreason.rundir import RunDir
+    from latentreason.validate import check_out_dir
 
+    try:
+        check_out_dir(out)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()

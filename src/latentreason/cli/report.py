@@ -12,7 +12,11 @@ def report(run: str, per_generator: int) -> None:
     """Write RUN/report.html (figures inlined; opens without a network)."""
     from latentreason.report import build_report
 
+    from latentreason.validate import check_out_dir, check_positive
+
     try:
+        check_positive("--rollouts", per_generator)
+        check_out_dir(run, "RUN")
         path = build_report(run, per_generator)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e

@@ -20,11 +20,15 @@ import click
 def rollouts(pair_spec: str, task: str | None, data: str | None, split: str, n: int, out: str, models: str, temperature: float, seed: int, batch_size: int, max_new_tokens: int | None) -> None:
     """Generate rollouts of the pair's models on a task split (RUN/rollouts/rollouts.jsonl + manifest.json)."""
     from latentreason.pair import default_device, load_pair
-    from latentreason.rollouts import default_max_new_tokens, generate_rollouts, task_for_pair, write_rollouts
+    from latentreason.rollouts import check_rollout_args, default_max_new_tokens, generate_rollouts, task_for_pair, write_rollouts
     from latentreason.rundir import RunDir
+    from latentreason.validate import check_out_dir, check_roles
 
     roles = [m.strip() for m in models.split(",") if m.strip()]
     try:
+        check_rollout_args(n, batch_size, max_new_tokens, temperature)  # every argument, before any model loads
+        check_roles(pair_spec, roles)
+        check_out_dir(out)
         pair = load_pair(pair_spec, device=default_device())
         task_obj = task_for_pair(pair, task, data=data)
         max_new = default_max_new_tokens(pair, task_obj) if max_new_tokens is None else max_new_tokens

@@ -28,7 +28,12 @@ def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_s
     if bad or not ms:
         raise click.BadParameter(f"{methods!r}: use kmeans, sae or kmeans,sae.", param_hint="--method")
     try:
+        from latentreason.validate import check_out_dir
+
+        if n_seeds < 2:
+            raise ValueError(f"--seeds={n_seeds}: the stability metric needs at least 2 seeds (3 recommended).")
         ks = parse_ks(k_spec)
+        check_out_dir(out)
         cache = ActivationCache.open(cache_dir)
         est, metrics, rows = fit_from_cache(cache, site, ks, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling)
         d = write_taxonomy(out, est, cache, metrics, rows, cache_dir=cache_dir)

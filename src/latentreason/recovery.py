@@ -102,12 +102,14 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     from latentreason.cache import ActivationCache, cache_activations
     from latentreason.extract import categories_from, extract_vectors, write_vectors
     from latentreason.rollouts import ROLLOUTS_FILE, generate_rollouts, task_for_pair, write_rollouts
+    from latentreason.sites import resolve
     from latentreason.vectors import load_vectors
 
     rd = RunDir(out).mkdir()
     task = task_for_pair(pair, cfg.task, cfg.data) if cfg.data else task_for_pair(pair, cfg.task)
     site = cfg.site or pair.defaults.get("site") or "resid_post.1"
     router_site = cfg.router_site or pair.defaults.get("router_site") or site
+    resolve(pair.base_model, site), resolve(pair.post_rl_model, router_site)  # a bad site fails here, before rollouts are generated
     if not (rd.rollouts / ROLLOUTS_FILE).exists():
         rows = generate_rollouts(pair, task, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens, batch_size=min(64, cfg.batch_size))
         write_rollouts(rd.rollouts, rows, pair, task)

@@ -64,7 +64,8 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
             random_seeds=random_seeds, controls=not no_controls, oracle=not no_oracle, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, task=task, data=data,
             budgets=_floats(budgets) if budgets else (),
         )
-        check_pair_sites(pair_spec, {"base": [site], "post_rl": [router_site]}, option="--site/--router-site")  # before any model loads
+        check_pair_sites(pair_spec, {"base": [site]}, option="--site")  # before any model loads
+        check_pair_sites(pair_spec, {"post_rl": [router_site]}, option="--router-site")
         check_out_dir(out)
         pair = load_pair(pair_spec)
         rd = RunDir(out).mkdir()

@@ -103,11 +103,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_OK: set[tuple[str, str | None]] = set()  # hub ids already found reachable in this process
 
 
-def is_local_model(path: str | os.PathLike) -> bool:
-    """True when ``path`` names a directory on disk (else it is read as a hub id)."""
-    return Path(path).expanduser().is_dir()
-
-
 def hub_offline() -> bool:
     """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
     return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))

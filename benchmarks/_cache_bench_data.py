@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from latentreason.organism.corpus import CorpusConfig, make_corpus
-from latentreason.pair import PAIR_KIND, load_pair
+from latentreason.pair import PAIR_KIND, load_pair, pair_weight_hashes
 from latentreason.rollouts import make_row, task_for_pair, write_rollouts
 
 
@@ -23,7 +23,8 @@ def load_bench_pair(spec: str, scratch: Path, hidden: int = 512, layers: int = 8
         model = build_model(cfg, tok, seed=seed)
         model.save_pretrained(scratch / role)
         tok.save_pretrained(scratch / role)
-    (scratch / "pair.json").write_text(json.dumps({"kind": PAIR_KIND, "name": "random", "task": "arith", "task_config": {}, "models": {"base": "base", "post_rl": "post_rl"}}))
+    models = {"base": "base", "post_rl": "post_rl"}
+    (scratch / "pair.json").write_text(json.dumps({"kind": PAIR_KIND, "name": "random", "task": "arith", "task_config": {}, "models": models, "hashes": pair_weight_hashes(scratch, models)}))
     return load_pair(scratch)
 
 

@@ -71,6 +71,21 @@ def test_bad_budgets_and_alphas_are_refused():
         RecoverConfig(batch_size=0)
 
 
+def test_infinite_alphas_and_bad_sizes_are_refused_when_the_config_is_built():
+    for kwargs, message in [({"alphas": (1.0, float("inf"))}, "alpha=inf is not a finite number"), ({"max_new_tokens": 0}, "max_new_tokens=0 must be a positive integer"),
+                            ({"random_seeds": -1}, "random_seeds=-1 must be an integer >= 0"), ({"alphas": ()}, "alphas is empty"), ({"site": "resid_mid.1"}, "Cannot parse hook site")]:
+        with pytest.raises(ValueError, match=message):
+            RecoverConfig(**kwargs)
+
+
+def test_a_site_the_model_lacks_is_refused_before_any_rollout_is_generated(organism, tmp_path):
+    import dataclasses
+
+    with pytest.raises(ValueError, match="Unknown hook site 'resid_post.7': this model has layers 0–2"):
+        run_recovery(organism, tmp_path, dataclasses.replace(SMALL, site="resid_post.7"), progress=False)
+    assert not (tmp_path / "rollouts").exists()
+
+
 def test_greedy_results_do_not_depend_on_the_batch_size(organism):
     import dataclasses
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -144,6 +145,36 @@ def test_written_rollouts_round_trip_and_refuse_corruption(tmp_path, organism, r
         write_rollouts(tmp_path / "empty", [], organism, task)
     with pytest.raises(FileNotFoundError, match="latentreason rollouts"):
         read_rollouts(tmp_path / "missing")
+
+
+def _hand_edited_run(tmp_path, organism, rows, edit) -> Path:
+    """A rollouts artifact whose rows were edited by hand, with a manifest that matches the edited file."""
+    from latentreason.io import sha256_file
+
+    d = write_rollouts(tmp_path / "run" / "rollouts", rows, organism, task_for_pair(organism), {"split": "dev"})
+    back = read_jsonl(d / "rollouts.jsonl")
+    edit(back)
+    (d / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in back))
+    man = Manifest.read(d)
+    dataclasses.replace(man, files={"rollouts.jsonl": sha256_file(d / "rollouts.jsonl")}).write(d)
+    return d
+
+
+def test_rollouts_row_without_completion_is_named_on_read(tmp_path, organism, rows):
+    d = _hand_edited_run(tmp_path, organism, rows, lambda rs: rs[2].pop("completion"))
+    with pytest.raises(ValueError, match=r"rollouts.jsonl, row 3 \(id 'post_rl-dev-00002'\): field 'completion' is missing\. Regenerate the rollouts"):
+        read_rollouts(d)
+    res = CliRunner().invoke(main, ["cache", "--pair", organism.source, "--rollouts", str(d.parent), "--sites", "resid_post.1", "--out", str(tmp_path / "acts")])
+    assert res.exit_code == 1 and "Traceback" not in res.output and "row 3 (id 'post_rl-dev-00002'): field 'completion' is missing" in res.output
+
+
+def test_rollouts_rows_with_a_wrong_type_or_a_repeated_id_are_named(tmp_path, organism, rows):
+    d = _hand_edited_run(tmp_path / "a", organism, rows, lambda rs: rs[0].update(completion=7))
+    with pytest.raises(ValueError, match=r"row 1 .*field 'completion' must be a string, got int"):
+        read_rollouts(d)
+    d = _hand_edited_run(tmp_path / "b", organism, rows, lambda rs: rs[1].update(id=rs[0]["id"]))
+    with pytest.raises(ValueError, match=r"row 2: id 'post_rl-dev-00000' repeats an earlier row's"):
+        read_rollouts(d)
 
 
 def test_cli_writes_rollouts_and_manifest(tmp_path, organism):

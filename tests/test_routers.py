@@ -32,6 +32,18 @@ def test_router_round_trips_through_disk(tmp_path):
     assert r2.threshold == 0.7 and r2.fingerprint == "abc" and r2.site == "resid_post.1"
 
 
+@pytest.mark.parametrize("edit", [{"site": "resid_post.0"}, {"threshold": 0.01}, {"strategies": ["b", "a"]}, {"fingerprint": "other"}])
+def test_router_json_edited_after_saving_is_refused(tmp_path, edit):
+    import json
+
+    X, y = _data()
+    ProbeRouter(["a", "b"], "resid_post.1", threshold=0.7).fit(X, y, fingerprint="abc").save(tmp_path)
+    meta = json.loads((tmp_path / "router.json").read_text())
+    (tmp_path / "router.json").write_text(json.dumps({**meta, **edit}, indent=2))
+    with pytest.raises(ValueError, match="router.json was edited after it was written"):
+        load_router(tmp_path)
+
+
 def test_router_refuses_other_width_site_and_model():
     X, y = _data()
     r = ProbeRouter(["a", "b"], "resid_post.1").fit(X, y, fingerprint="abc")

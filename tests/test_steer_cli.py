@@ -67,6 +67,12 @@ def test_steer_bad_arguments_give_one_line_errors_without_traceback(pair_spec, v
     assert "Traceback" not in res.output
 
 
+def test_steer_refuses_a_prompt_longer_than_the_position_window(pair_spec, vector_dir):
+    res = invoke("--pair", pair_spec, "--vectors", str(vector_dir), "--prompt", "1+" * 150 + "1", "--max-new-tokens", "4")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "is longer than the model's position window (256 tokens" in res.output and "Shorten it" in res.output
+
+
 def test_steer_refuses_a_directory_without_vectors(pair_spec, tmp_path):
     res = invoke("--pair", pair_spec, "--vectors", str(tmp_path), "--prompt", "3+4")
     assert res.exit_code == 1

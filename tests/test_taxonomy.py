@@ -53,6 +53,15 @@ def test_sae_cluster_is_argmax_of_pre_topk_encoder_output():
     assert sae.val_fvu_ < 1.0 and sae.n_epochs_ >= 1
 
 
+def test_taxonomy_json_edited_after_saving_is_refused(tmp_path):
+    X, _ = mixture(n_per=30)
+    KMeansTaxonomy(k=3, random_state=1).fit(X).save(tmp_path, site=SITE, fingerprint="abcd1234abcd1234")
+    meta = json.loads((tmp_path / "taxonomy.json").read_text())
+    (tmp_path / "taxonomy.json").write_text(json.dumps({**meta, "site": "resid_post.0"}))
+    with pytest.raises(ValueError, match="taxonomy.json was edited after it was written"):
+        load_taxonomy(tmp_path)
+
+
 @pytest.mark.parametrize("cls", [KMeansTaxonomy, SAETaxonomy])
 def test_save_load_round_trip_predicts_identically_from_raw_activations(cls, tmp_path):
     X, _ = mixture(n_per=30)

@@ -7,11 +7,15 @@ per-step steering schedules hook in there).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
+LEARNED_POSITIONS = ("gpt2",)  # architectures whose position table ends at the window (rotary ones degrade past it instead)
 
 
 @dataclass
@@ -149,6 +153,42 @@ class KVStepper:
             self.input_ids, self.positions = self.input_ids[:, :length], self.positions[:, :length]
 
 
+def position_window(model) -> int | None:
+    """The model's position window (``max_position_embeddings``; ``n_positions`` for GPT-2), None if its config gives none."""
+    cfg = getattr(model, "config", None)
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def check_window(model, prompt_lengths: Sequence[int] | Tensor, max_new_tokens: int, what: str = "prompt") -> None:
+    """Refuse, before any forward, prompts that do not fit the model's position window.
+
+    A prompt longer than the window is always refused. A prompt that fits but leaves less room
+    than ``max_new_tokens`` is refused for models with learned position tables (GPT-2: they
+    would index past it) and logged as a warning for rotary ones (they run on, out of range).
+    """
+    limit = position_window(model)
+    lengths = prompt_lengths.tolist() if isinstance(prompt_lengths, Tensor) else list(prompt_lengths)
+    if limit is None or not lengths:
+        return
+    longest = max(int(n) for n in lengths)
+    if longest > limit:
+        raise ValueError(
+            f"A {what} of {longest} tokens is longer than the model's position window ({limit} tokens, max_position_embeddings). "
+            f"Shorten it (the prompt template included) to at most {limit - 1} tokens, or use a model with a longer window."
+        )
+    need = longest + max(max_new_tokens, 1) - 1  # the last sampled token is never fed back
+    if need > limit:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        msg = (
+            f"A {what} of {longest} tokens plus max_new_tokens={max_new_tokens} needs {need} positions, "
+            f"but the model's window is {limit} (max_position_embeddings)"
+        )
+        if model_type in LEARNED_POSITIONS:
+            raise ValueError(f"{msg}. Lower max_new_tokens to at most {limit - longest + 1}, or shorten the prompt.")
+        log.warning("%s; tokens past the window are out of the range the model was trained on.", msg)
+
+
 @torch.no_grad()
 def decode(
     model,
@@ -176,6 +216,7 @@ def decode(
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0.")
     stepper = KVStepper(model, input_ids, attention_mask)
+    check_window(model, stepper.attention_mask.sum(-1), max_new_tokens)
     device, batch = stepper.device, stepper.batch
     generator = make_generator(temperature, seed, device)
     out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)

@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from latentreason.generation import KVStepper, left_pad, make_generator, sample_next
+from latentreason.generation import KVStepper, check_window, left_pad, make_generator, sample_next
 from latentreason.hooks import hooked
 from latentreason.pair import ModelPair
 from latentreason.routers import NONE, RouteContext
@@ -164,6 +164,8 @@ class HybridEngine:
         post_pad = post_tok.pad_token_id if post_tok.pad_token_id is not None else tok.pad_token_id  # masked: any id will do
         post_ids, post_mask = left_pad([post_tok(pair.format_prompt("post_rl", p)).input_ids for p in prompts], post_pad)
         post = KVStepper(pair.post_rl_model, post_ids, post_mask)
+        check_window(base.model, base.attention_mask.sum(-1), max_new_tokens, "base-model prompt")
+        check_window(post.model, post.attention_mask.sum(-1), max_new_tokens, "post-RL prompt")
         dev = base.device
         table = self._table.to(dev)
         batch = len(prompts)

@@ -129,6 +129,93 @@ def load_tensors(path: str | os.PathLike, expected_sha256: str | None = None) ->
         raise ValueError(f"{path} is not a readable safetensors file ({e}). Delete it and re-run.") from e
 
 
+def canonical_json(obj: Any) -> str:
+    """The one byte form of a JSON value that its hash is taken over: keys sorted, no spaces, ASCII.
+
+    ``obj`` is first normalised exactly as :func:`write_json` stores it (non-finite floats become
+    null, paths strings, tensors lists), so a dict and the same dict read back give the same text.
+    """
+    stored = json.loads(json.dumps(_finite(obj), default=_json_default, allow_nan=False))
+    return json.dumps(stored, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def json_sha256(obj: Any) -> str:
+    """sha256 of :func:`canonical_json` of ``obj``: what seals JSON metadata against edits."""
+    return sha256_bytes(canonical_json(obj).encode("ascii"))
+
+
+SEAL_KEY = "latentreason_json_sha256"  # safetensors header metadata: sha256 of the companion JSON
+
+
+def write_tensor_artifact(json_path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+    """Write ``tensors`` to ``<json_path>.safetensors`` and ``meta`` to ``json_path``, each checking the other.
+
+    The tensor file's header carries the sha256 of ``meta`` (:func:`json_sha256`); the JSON gets
+    ``"sha256"``, the tensor file's hash. :func:`read_tensor_artifact` checks both, so an edit to
+    either file (a vector's site, a router's threshold) is refused on load. Returns the JSON path.
+    """
+    json_path = Path(json_path)
+    if "sha256" in meta:
+        raise ValueError("Artifact metadata must not carry its own 'sha256' key: write_tensor_artifact adds the tensor file's hash.")
+    st = save_tensors(json_path.with_suffix(".safetensors"), tensors, metadata={SEAL_KEY: json_sha256(dict(meta))})
+    return write_json(json_path, {**meta, "sha256": sha256_file(st)})
+
+
+def read_tensor_artifact(json_path: str | os.PathLike, required: Iterable[str] = (), what: str = "artifact") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Metadata and tensors written by :func:`write_tensor_artifact`, after checking both hashes.
+
+    ``required`` lists metadata keys that must be present; the errors name the file and the fix.
+    """
+    from safetensors import safe_open
+
+    json_path = Path(json_path)
+    st = json_path.with_suffix(".safetensors")
+    meta = read_json(json_path)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{json_path} is not a latentreason {what} file (its JSON is not an object). Re-run the stage that wrote it.")
+    for key in ("sha256", *required):
+        if key not in meta:
+            raise ValueError(f"{json_path} is not a latentreason {what} file: key {key!r} is missing. Re-run the stage that wrote it.")
+    tensors = load_tensors(st, expected_sha256=meta["sha256"])
+    with safe_open(str(st), framework="pt") as f:
+        sealed = (f.metadata() or {}).get(SEAL_KEY)
+    if sealed is None:
+        raise ValueError(f"{st} carries no hash of {json_path.name} (written by an older latentreason, or not by latentreason), so edits to its metadata cannot be detected. Re-run the stage that wrote it.")
+    if json_sha256({k: v for k, v in meta.items() if k != "sha256"}) != sealed:
+        raise ValueError(
+            f"{json_path} was edited after it was written: its metadata no longer matches the hash sealed in {st.name}. "
+            "Restore the original file, or re-run the stage that wrote it; never edit artifact metadata by hand."
+        )
+    return meta, tensors
+
+
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Raise a one-line ValueError unless ``path`` is a complete safetensors file (header and data all present).
+
+    Reads only the header, so it is cheap for multi-gigabyte weights; a truncated download or copy
+    fails here instead of deep inside the loader.
+    """
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    fix = "It is truncated or corrupt: download or copy it again."
+    try:
+        with open(path, "rb") as f:
+            if size < 8:
+                raise ValueError("shorter than a header")
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise ValueError(f"its header claims {n} bytes but the file has {size}")
+            header = json.loads(f.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, struct.error) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}). {fix}") from None
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        raise ValueError(f"{path} holds {size} bytes but its header needs {need}. {fix}")
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)

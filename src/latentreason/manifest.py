@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from latentreason import __version__
-from latentreason.io import read_json, sha256_file, write_json
+from latentreason.io import json_sha256, read_json, sha256_file, write_json
 
 MANIFEST_NAME = "manifest.json"
+SEAL = "manifest_sha256"  # sha256 of the manifest's other keys (latentreason.io.json_sha256)
 RUNNING, COMPLETE = "running", "complete"
 
 
@@ -43,7 +44,9 @@ class Manifest:
     owns: list[str] = field(default_factory=list)
 
     def write(self, directory: str | os.PathLike) -> Path:
-        return write_json(Path(directory) / MANIFEST_NAME, dataclasses.asdict(self))
+        """Write ``manifest.json``, sealed with the sha256 of its own content (checked by :meth:`read`)."""
+        d = dataclasses.asdict(self)
+        return write_json(Path(directory) / MANIFEST_NAME, {**d, SEAL: json_sha256(d)})
 
     @classmethod
     def read(cls, directory: str | os.PathLike, kind: str | None = None, *, allow_running: bool = False) -> Manifest:
@@ -54,6 +57,11 @@ class Manifest:
         d = read_json(path)
         if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
             raise ValueError(f"{path} is not a latentreason manifest (no 'kind'). Re-run the stage that writes it into a fresh directory.")
+        seal = d.pop(SEAL, None)
+        if seal is None:
+            raise ValueError(f"{path} carries no {SEAL!r} hash (written by an older latentreason, or by hand), so edits to it cannot be detected. Re-run the stage that writes it.")
+        if json_sha256(d) != seal:
+            raise ValueError(f"{path} was edited after it was written (its content no longer matches its {SEAL!r}). Restore it, or re-run the stage that writes it.")
         known = {f.name for f in dataclasses.fields(cls)}
         m = cls(**{k: v for k, v in d.items() if k in known})
         if kind is not None and m.kind != kind:

@@ -11,6 +11,7 @@ Schema (unknown keys are rejected)::
     chat_template = false            # wrap the templated prompt with the tokenizer's chat template
     revision = "main"                # optional hub revision
     trust_remote_code = false        # default false
+    allow_pickle = false             # default false: safetensors weights only; true also loads pytorch_model.bin (torch weights_only)
 
     [defaults]
     sites = ["resid_post@0.4"]       # hook sites; KIND@F is layer floor(F * num_layers) of the base model
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "latentreason:"
 TOP_KEYS = {"name", "task", "base", "post_rl", "defaults"}
-MODEL_KEYS = {"model", "prompt_template", "chat_template", "revision", "trust_remote_code"}
+MODEL_KEYS = {"model", "prompt_template", "chat_template", "revision", "trust_remote_code", "allow_pickle"}
 DEFAULT_KEYS = {"sites", "router_site", "dtype", "max_new_tokens", "device_map"}
 TASKS = ("arith", "gsm8k", "math500")
 _DEPTH_SITE = re.compile(r"^(resid_pre|resid_post|attn_out|mlp_out)@(0(?:\.\d+)?|1(?:\.0+)?)$")
@@ -221,7 +222,7 @@ def load_preset(path: str | os.PathLike, device: str | None = None, dtype: str |
         if role in models:
             continue
         tokenizers[role] = load_tokenizer(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-        models[role] = load_model(spec.path, dtype=torch_dtype, device=dev, revision=spec.revision, trust_remote_code=spec.trust_remote_code, device_map=device_map)
+        models[role] = load_model(spec.path, dtype=torch_dtype, device=dev, revision=spec.revision, trust_remote_code=spec.trust_remote_code, device_map=device_map, allow_pickle=spec.allow_pickle)
 
     def site_in(model, s: str, key: str) -> str:
         """``s`` with a depth fraction (``resid_post@0.4``) made a layer of ``model``, checked to exist there."""
@@ -275,7 +276,7 @@ def _model_spec(table: dict[str, Any], path: Path, role: str) -> ModelSpec:
         raise ValueError(f"Preset {path}: [{role}] prompt_template {template!r} is not a valid template ({e}); write {{prompt}} for the question and double other braces, e.g. \\\\boxed{{{{}}}}.") from e
     if "\x00" not in probe:
         raise ValueError(f"Preset {path}: [{role}] prompt_template {template!r} has no {{prompt}} placeholder.")
-    for key in ("chat_template", "trust_remote_code"):
+    for key in ("chat_template", "trust_remote_code", "allow_pickle"):
         if not isinstance(table.get(key, False), bool):
             raise ValueError(f"Preset {path}: [{role}] {key} must be true or false, got {table[key]!r}.")
     revision = table.get("revision")
@@ -287,6 +288,7 @@ def _model_spec(table: dict[str, Any], path: Path, role: str) -> ModelSpec:
         chat_template=table.get("chat_template", False),
         revision=revision,
         trust_remote_code=table.get("trust_remote_code", False),
+        allow_pickle=table.get("allow_pickle", False),
     )
 
 

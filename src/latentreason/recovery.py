@@ -69,14 +69,26 @@ class RecoverConfig:
     router: str | None = None  # a trained router directory to use instead of fitting one (copied likewise)
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_dev", "n_test", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be positive.")
-        for a in self.alphas:
-            if not isinstance(a, (int, float)) or a != a:
-                raise ValueError(f"alpha {a!r} is not a number.")
-        for t in (*self.thresholds, self.threshold):
-            check_budget(t)  # thresholds are probabilities in [0, 1]
+        from latentreason.sites import HookSite
+        from latentreason.validate import check_finite, check_nonnegative, check_positive
+
+        for name in ("n_train", "n_dev", "n_test", "batch_size", "n_boot"):
+            check_positive(name, getattr(self, name))
+        if self.max_new_tokens is not None:
+            check_positive("max_new_tokens", self.max_new_tokens)
+        check_nonnegative("random_seeds", self.random_seeds)
+        check_finite("temperature", self.temperature, low=0.0, low_open=True)
+        if self.k is not None and (check_positive("k", self.k) < 2):
+            raise ValueError(f"k={self.k}: a taxonomy needs at least 2 clusters.")
+        if not self.alphas:
+            raise ValueError("alphas is empty: give at least one steering strength, e.g. alphas=(1.0,).")
+        for a in self.alphas:  # an infinite strength would record empty completions as accuracy 0
+            check_finite("alpha", a)
+        for name in ("site", "router_site"):
+            if getattr(self, name) is not None:
+                HookSite.parse(getattr(self, name))
+        for t in (*self.thresholds, self.threshold, *self.budgets):
+            check_budget(t)  # thresholds are probabilities in [0, 1]; budgets shares of tokens
         bad = set(self.decodings) - {"greedy", "sampled"}
         if bad or not self.decodings:
             raise ValueError(f"decodings must be some of 'greedy', 'sampled'; got {self.decodings}.")
@@ -108,6 +120,7 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     from latentreason.cache import ActivationCache, cache_activations
     from latentreason.extract import build_vectors, categories_from
     from latentreason.rollouts import build_rollouts, task_for_pair
+    from latentreason.sites import resolve
     from latentreason.stage import artifact_digest, copy_artifact
     from latentreason.vectors import load_vectors
 
@@ -117,6 +130,7 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
             raise FileNotFoundError(f"--{what} {src}: no such directory.")
     task = task_for_pair(pair, cfg.task, cfg.data) if cfg.data else task_for_pair(pair, cfg.task)
     site, router_site = resolved_sites(pair, cfg)
+    resolve(pair.base_model, site), resolve(pair.post_rl_model, router_site)  # a bad site fails here, before rollouts are generated
     build_rollouts(pair, task, rd.rollouts, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens, batch_size=min(64, cfg.batch_size), force=force)
     cache_activations(pair, rd.rollouts, rd.activations, sorted({site, router_site}), models=("base", "post_rl"), progress=progress, force=force)
     cache = ActivationCache.open(rd.activations)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from latentreason.generation import decode, left_pad
+from latentreason.generation import check_window, decode, left_pad
 from latentreason.io import read_jsonl, sha256_file, write_jsonl
 from latentreason.manifest import MANIFEST_NAME, Manifest
 from latentreason.pair import ROLES, ModelPair
@@ -153,6 +153,18 @@ def make_row(task, *, rollout_id: str, model: str, split: str, index: int, probl
     }
 
 
+def check_rollout_args(n: int, batch_size: int = 64, max_new_tokens: int | None = None, temperature: float = 0.0) -> None:
+    """Refuse sizes and temperatures :func:`generate_rollouts` cannot use; cheap, so commands call it before loading models."""
+    from latentreason.validate import check_positive, check_temperature
+
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n={n!r}: ask for at least one problem (a positive integer).")
+    check_positive("batch_size", batch_size)
+    if max_new_tokens is not None:
+        check_positive("max_new_tokens", max_new_tokens)
+    check_temperature(temperature)
+
+
 def default_max_new_tokens(pair: ModelPair, task) -> int:
     return int(pair.defaults.get("max_new_tokens") or getattr(task, "max_new_tokens", None) or 512)
 
@@ -184,21 +196,22 @@ def generate_rollouts(
     """
     task = task_for_pair(pair, task) if isinstance(task, str) else task
     check_task(pair, task.name)
-    if n <= 0:
-        raise ValueError(f"n={n}: ask for at least one problem.")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size={batch_size} must be positive.")
+    check_rollout_args(n, batch_size, max_new_tokens, temperature)
     if not models:
         raise ValueError("No model role given: pass e.g. models=('post_rl',).")
     for role in models:
         pair.model(role)  # raises on an unknown role
     max_new = default_max_new_tokens(pair, task) if max_new_tokens is None else int(max_new_tokens)
     problems = task.sample(split, n, seed=seed)
+    ids_of: dict[str, list[list[int]]] = {}
+    for role in models:  # every prompt must fit the window: checked before the first batch runs
+        ids_of[role] = pair.tokenizer(role)([pair.format_prompt(role, task.prompt(p)) for p in problems], add_special_tokens=True)["input_ids"]
+        check_window(pair.model(role), [len(x) for x in ids_of[role]], max_new, f"{role} prompt")
     rows: list[dict[str, Any]] = []
     for role in models:
         model, tok = pair.model(role), pair.tokenizer(role)
         device = next(model.parameters()).device
-        prompt_ids = tok([pair.format_prompt(role, task.prompt(p)) for p in problems], add_special_tokens=True)["input_ids"]
+        prompt_ids = ids_of[role]
         order = sorted(range(len(problems)), key=lambda i: len(prompt_ids[i]))
         done: dict[int, tuple[str, int, bool]] = {}
         for b in tqdm(range(0, len(order), batch_size), desc=f"rollouts {role}", disable=None, leave=False):
@@ -239,6 +252,7 @@ def _stage_config(pair: ModelPair, task, roles: Sequence[str], config: Mapping[s
 
 
 def _write_files(st, rows: Sequence[Mapping[str, Any]], pair: ModelPair) -> Path:
+    check_rows(rows, "rows to write")
     path = write_jsonl(st.path(ROLLOUTS_FILE), rows)
     roles = list(dict.fromkeys([*ROLES, *(r["model"] for r in rows)]))
     by_model: dict[str, float] = {}
@@ -316,4 +330,28 @@ def read_rollouts(path: str | os.PathLike) -> tuple[Manifest, list[dict[str, Any
     rows = read_jsonl(d / ROLLOUTS_FILE)
     if not rows:
         raise ValueError(f"{d / ROLLOUTS_FILE} holds no rollouts; regenerate it with `latentreason rollouts --n N`.")
+    check_rows(rows, d / ROLLOUTS_FILE)
     return man, rows
+
+
+ROW_FIELDS: dict[str, type | tuple[type, ...]] = {"id": str, "model": str, "prompt": str, "completion": str}  # what every reader of rollouts uses
+
+
+def check_rows(rows: Sequence[Any], path: str | os.PathLike = ROLLOUTS_FILE) -> None:
+    """Refuse rollout rows that lack a field the later stages read, naming the row, the field and the fix."""
+    fix = "Regenerate the rollouts with `latentreason rollouts`, or add the field to every row (see latentreason.rollouts.make_row)."
+    seen: set[str] = set()
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, Mapping):
+            raise ValueError(f"{path}, row {i}: expected a JSON object, got {type(r).__name__}. {fix}")
+        for key, typ in ROW_FIELDS.items():
+            if key not in r:
+                raise ValueError(f"{path}, row {i} (id {r.get('id')!r}): field {key!r} is missing. {fix}")
+            if not isinstance(r[key], typ):
+                raise ValueError(f"{path}, row {i} (id {r.get('id')!r}): field {key!r} must be a string, got {type(r[key]).__name__}. {fix}")
+        sents = r.get("sentences")
+        if sents is not None and not (isinstance(sents, list) and all(isinstance(x, Mapping) and {"start", "end"} <= set(x) for x in sents)):
+            raise ValueError(f"{path}, row {i} (id {r['id']!r}): field 'sentences' must be a list of {{start, end, text, ...}} records. {fix}")
+        if r["id"] in seen:
+            raise ValueError(f"{path}, row {i}: id {r['id']!r} repeats an earlier row's; ids must be unique. {fix}")
+        seen.add(r["id"])

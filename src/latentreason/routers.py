@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentreason.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from latentreason.io import read_json, read_tensor_artifact, write_tensor_artifact
 from latentreason.sites import HookSite
 
 NONE = -1
@@ -128,36 +128,36 @@ class ProbeRouter:
     # ------------------------------------------------------------ persistence
 
     def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``router.safetensors`` + ``router.json``, each carrying the other's hash; returns the JSON path."""
         self._check()
         d = Path(directory)
-        st = save_tensors(d / "router.safetensors", {"mean": self.mean_, "scale": self.scale_.reshape(1), "coef": self.coef_, "intercept": self.intercept_})
-        return write_json(
-            d / "router.json",
-            {
-                "kind": self.kind,
-                "is_oracle": self.is_oracle,
-                "strategies": self.strategies,
-                "site": self.site,
-                "threshold": self.threshold,
-                "C": self.C,
-                "max_iter": self.max_iter,
-                "random_state": self.random_state,
-                "fingerprint": self.fingerprint,
-                "sha256": sha256_file(st),
-            },
-        )
+        meta = {
+            "kind": self.kind,
+            "is_oracle": self.is_oracle,
+            "strategies": self.strategies,
+            "site": self.site,
+            "threshold": self.threshold,
+            "C": self.C,
+            "max_iter": self.max_iter,
+            "random_state": self.random_state,
+            "fingerprint": self.fingerprint,
+        }
+        return write_tensor_artifact(d / "router.json", {"mean": self.mean_, "scale": self.scale_.reshape(1), "coef": self.coef_, "intercept": self.intercept_}, meta)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, threshold: float | None = None) -> ProbeRouter:
-        """A saved probe router; ``threshold`` replaces the one it was saved with (the caller's config decides routing)."""
+        """A router saved by :meth:`save`; an edited ``router.json`` (site, threshold, ...) is refused.
+
+        ``threshold`` replaces the one it was saved with (the caller's config decides routing).
+        """
         from latentreason.manifest import check_finished
 
         d = Path(directory)
         check_finished(d)
         meta = read_json(d / "router.json")
-        if meta.get("kind") != cls.kind:
-            raise ValueError(f"{d} holds a {meta.get('kind')!r} router, not a probe router.")
-        t = load_tensors(d / "router.safetensors", expected_sha256=meta["sha256"])
+        if not isinstance(meta, dict) or meta.get("kind") != cls.kind:
+            raise ValueError(f"{d} holds a {meta.get('kind') if isinstance(meta, dict) else None!r} router, not a probe router.")
+        meta, t = read_tensor_artifact(d / "router.json", required=("strategies", "site", "threshold", "C", "max_iter", "random_state"), what="router")
         r = cls(meta["strategies"], meta["site"], meta["threshold"] if threshold is None else check_budget(threshold), meta["C"], meta["max_iter"], meta["random_state"])
         r.mean_, r.scale_, r.coef_, r.intercept_ = t["mean"], t["scale"][0], t["coef"], t["intercept"]
         r.fingerprint = meta.get("fingerprint")

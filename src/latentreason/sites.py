@@ -103,6 +103,14 @@ def num_layers(model: torch.nn.Module) -> int:
     return len(_get(model, blocks))
 
 
+def check_layer(site: str | HookSite, n_layers: int) -> HookSite:
+    """``site`` parsed, if its layer exists in a model of ``n_layers`` blocks; else the one error message for a bad layer."""
+    site = HookSite.parse(site)
+    if site.layer >= n_layers:
+        raise ValueError(f"Unknown hook site '{site}': this model has layers 0–{n_layers - 1}.")
+    return site
+
+
 @dataclass(frozen=True)
 class ResolvedSite:
     """A site bound to a module: ``pre`` hooks read the module's input, others its output."""
@@ -117,8 +125,7 @@ def resolve(model: torch.nn.Module, site: str | HookSite) -> ResolvedSite:
     site = HookSite.parse(site)
     blocks_path, attn, mlp = architecture_of(model)
     blocks = _get(model, blocks_path)
-    if site.layer >= len(blocks):
-        raise ValueError(f"Unknown hook site '{site}': this model has layers 0–{len(blocks) - 1}.")
+    check_layer(site, len(blocks))
     block = blocks[site.layer]
     if site.kind == "resid_pre":
         return ResolvedSite(site, block, pre=True)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentreason.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from latentreason.io import read_json, read_tensor_artifact, sha256_file, write_json, write_tensor_artifact
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,6 @@ class _Taxonomy:
         """
         self.check_is_fitted()
         d = Path(directory)
-        st = save_tensors(d / MODEL_TENSORS, {"mean": self.mean_, **self._tensors()})
         meta = {
             "method": self.method,
             "k": int(self.k),
@@ -150,9 +149,8 @@ class _Taxonomy:
             "site": site if site is not None else getattr(self, "site_", None),
             "fingerprint": fingerprint if fingerprint is not None else getattr(self, "fingerprint_", None),
             "extra": extra if extra is not None else getattr(self, "extra_", {}),
-            "sha256": sha256_file(st),
         }
-        return write_json(d / MODEL_JSON, meta)
+        return write_tensor_artifact(d / MODEL_JSON, {"mean": self.mean_, **self._tensors()}, meta)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> _Taxonomy:
@@ -373,12 +371,11 @@ def load_taxonomy(directory: str | os.PathLike) -> _Taxonomy:
     if not (d / MODEL_JSON).exists():
         raise FileNotFoundError(f"{d} holds no taxonomy ({MODEL_JSON} is missing). Create one with `latentreason taxonomy --out {d}`.")
     check_finished(d)
-    meta = read_json(d / MODEL_JSON)
+    meta, t = read_tensor_artifact(d / MODEL_JSON, required=("method", "params", "n_features_in"), what="taxonomy")
     method = meta.get("method")
     if method not in _CLASSES:
         raise ValueError(f"{d / MODEL_JSON}: unknown taxonomy method {method!r}.")
     est = _CLASSES[method](**meta["params"])
-    t = load_tensors(d / MODEL_TENSORS, expected_sha256=meta.get("sha256"))
     est.mean_ = t.pop("mean")
     est.n_features_in_ = int(meta["n_features_in"])
     est._set_tensors(t)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from latentreason.fingerprint import hidden_size_of, model_fingerprint
-from latentreason.io import load_tensors, read_json, sha256_file, write_json, save_tensors
+from latentreason.io import read_json, read_tensor_artifact, write_json, write_tensor_artifact
 from latentreason.sites import HookSite
 
 METHODS = ("diffmeans", "probe", "optimized", "bias", "random", "manual")
@@ -83,9 +83,13 @@ class SteeringVector:
     # ------------------------------------------------------------- persistence
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``<directory>/<name>.safetensors`` and ``<name>.json``; returns the JSON path."""
+        """Write ``<directory>/<name>.safetensors`` and ``<name>.json``; returns the JSON path.
+
+        Each file carries the other's hash (:func:`latentreason.io.write_tensor_artifact`), so
+        :meth:`load` refuses a JSON edited to another site, method or model.
+        """
         d = Path(directory)
-        st = save_tensors(d / f"{self.name}.safetensors", {"direction": self.direction.detach().float().cpu()})
+        check_vector_name(self.name, d)
         meta = {
             "name": self.name,
             "site": str(self.site),
@@ -94,32 +98,39 @@ class SteeringVector:
             "d_model": self.d_model,
             "norm": self.norm,
             "provenance": self.provenance,
-            "sha256": sha256_file(st),
         }
-        return write_json(d / f"{self.name}.json", meta)
+        return write_tensor_artifact(d / f"{self.name}.json", {"direction": self.direction.detach().float().cpu()}, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SteeringVector:
-        """Load from ``<name>.json`` (or its ``.safetensors``), checking the hash."""
+        """Load from ``<name>.json`` (or its ``.safetensors``), checking both files' hashes."""
         p = Path(path)
-        if p.suffix == ".safetensors":
-            p = p.with_suffix(".json")
         if p.suffix != ".json":
             p = p.with_suffix(".json")
-        meta = read_json(p)
-        for key in ("name", "site", "method", "fingerprint", "d_model", "sha256"):
-            if key not in meta:
-                raise ValueError(f"{p} is not a steering vector file: key {key!r} is missing.")
-        tensors = load_tensors(p.with_suffix(".safetensors"), expected_sha256=meta["sha256"])
+        meta, tensors = read_tensor_artifact(p, required=("name", "site", "method", "fingerprint", "d_model"), what="steering vector")
+        if "direction" not in tensors:
+            raise ValueError(f"{p.with_suffix('.safetensors')} holds no 'direction' tensor: it is not a steering vector file.")
         direction = tensors["direction"]
         if direction.shape != (meta["d_model"],):
             raise ValueError(f"{p}: direction shape {tuple(direction.shape)} disagrees with d_model {meta['d_model']}.")
         return cls(meta["name"], direction, HookSite.parse(meta["site"]), meta["method"], meta["fingerprint"], meta.get("provenance", {}))
 
 
+def check_vector_name(name: Any, directory: str | os.PathLike = ".") -> str:
+    """``name`` if it is a plain file name (no directory part, not ``.``/``..``), else a ValueError.
+
+    Vector names become file names inside one directory; a name such as ``../../x`` would read or
+    write outside it.
+    """
+    bad = not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\x00") or Path(name).name != name or name.startswith(".")
+    if bad:
+        raise ValueError(f"Vector name {name!r} in {directory} is not a plain file name: names may not be empty, start with '.', or contain '/' or '\\'. Rename the vector (e.g. 'step').")
+    return name
+
+
 def save_vectors(vectors: list[SteeringVector], directory: str | os.PathLike) -> Path:
     d = Path(directory)
-    names = [v.name for v in vectors]
+    names = [check_vector_name(v.name, d) for v in vectors]
     if len(set(names)) != len(names):
         raise ValueError(f"Vector names must be unique within a directory, got {names}.")
     for v in vectors:
@@ -136,4 +147,8 @@ def load_vectors(directory: str | os.PathLike) -> dict[str, SteeringVector]:
     check_finished(d)  # an unfinished vectors stage is refused
     if not (d / "index.json").exists():
         raise FileNotFoundError(f"{d} holds no steering vectors (no index.json). Create them with `latentreason extract`.")
-    return {n: SteeringVector.load(d / f"{n}.json") for n in read_json(d / "index.json")["vectors"]}
+    index = read_json(d / "index.json")
+    names = index.get("vectors") if isinstance(index, dict) else None
+    if not isinstance(names, list):
+        raise ValueError(f"{d / 'index.json'} is not a vector index: it needs a list under 'vectors'. Re-run `latentreason extract`.")
+    return {check_vector_name(n, d): SteeringVector.load(d / f"{n}.json") for n in names}

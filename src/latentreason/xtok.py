@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from latentreason.generation import KVStepper, make_generator, sample_next
+from latentreason.generation import KVStepper, check_window, make_generator, sample_next
 from latentreason.hooks import hooked
 from latentreason.routers import NONE, RouteContext
 from latentreason.sites import HookSite
@@ -317,7 +317,9 @@ def cross_generate(
     pair = engine.pair
     tok, post_tok = pair.base_tokenizer, pair.post_rl_tokenizer
     base = base_stepper(pair, prompts)
+    check_window(base.model, base.attention_mask.sum(-1), max_new_tokens, "base-model prompt")
     follower = TextFollower(pair.post_rl_model, post_tok, [pair.format_prompt("post_rl", p) for p in prompts], engine.router_site)
+    check_window(pair.post_rl_model, [len(ids) for ids in follower.prompt_ids], max_new_tokens, "post-RL prompt")
     dev = base.device
     table = engine._table.to(dev)
     batch = len(prompts)

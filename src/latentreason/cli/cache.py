@@ -21,11 +21,18 @@ def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str,
     """Cache activations at SITES of each model on the same rollout texts (sharded safetensors, resumable)."""
     from latentreason.cache import cache_activations
     from latentreason.pair import default_device, load_pair
+    from latentreason.sites import parse_sites
+    from latentreason.validate import check_out_dir, check_pair_sites, check_positive, check_roles
 
     roles = [m.strip() for m in models.split(",") if m.strip()]
     if remote and backend != "nnsight":
         raise click.BadParameter("--remote needs --backend nnsight (NDIF runs nnsight traces).", param_hint="--remote")
     try:
+        check_positive("--batch-size", batch_size)  # every argument, before any model loads
+        check_positive("--shard-tokens", shard_tokens)
+        check_roles(pair_spec, roles)
+        check_pair_sites(pair_spec, {role: [str(s) for s in parse_sites(sites)] for role in roles}, option="--sites")
+        check_out_dir(out)
         pair = load_pair(pair_spec, device=default_device())
         if remote:
             from latentreason.backends import get_backend

@@ -17,7 +17,12 @@ def demo(out: str, fresh: bool) -> None:
     from latentreason.io import read_json
     from latentreason.rundir import RunDir
     from latentreason.stage import claim_run_file, open_run, record_run_file
+    from latentreason.validate import check_out_dir
 
+    try:
+        check_out_dir(out)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
     t0 = time.time()
     try:
         with open_run(out, fresh=fresh) as rd:

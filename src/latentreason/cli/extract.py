@@ -29,8 +29,16 @@ def extract(pair_spec: str, cache_dir: str, taxonomy_spec: str, site: str | None
     from latentreason.extract import Specificity, build_vectors, specificity_matrix
     from latentreason.io import read_json
     from latentreason.pair import default_device, load_pair
+    from latentreason.validate import check_finite, check_out_dir, check_pair_sites, check_positive
 
     try:
+        for name, value in (("--min-examples", min_examples), ("--max-examples", max_examples), ("--epochs", epochs)):
+            check_positive(name, value)  # every argument, before any model loads
+        if specificity_alpha is not None:
+            check_finite("--specificity-alpha", specificity_alpha)
+        if site is not None:
+            check_pair_sites(pair_spec, {"base": [site]})
+        check_out_dir(out)
         pair = load_pair(pair_spec, device=default_device())
         holder: dict[str, Specificity] = {}
 

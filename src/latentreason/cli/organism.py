@@ -22,7 +22,10 @@ def train(out: str, seed: int, config_path: str | None, rl_problems: int | None,
     """Pretrain the base model, then RL it into the post-RL model (resumes if interrupted)."""
     from latentreason.organism.train import OrganismConfig, train_organism
 
+    from latentreason.validate import check_out_dir
+
     try:
+        check_out_dir(out)
         cfg = OrganismConfig.from_toml(config_path) if config_path else OrganismConfig()
         path = train_organism(out, cfg, seed=seed, rl_problems=rl_problems, single_problem=not no_single_problem)
     except (ValueError, FileNotFoundError) as e:

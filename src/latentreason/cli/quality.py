@@ -38,6 +38,7 @@ def quality(pair_spec, generators, n, split, out, scorer, task, data, fractions,
     from latentreason.rollouts import task_for_pair
     from latentreason.rundir import RunDir
     from latentreason.stage import open_run
+    from latentreason.validate import check_finite, check_out_dir, check_positive
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
@@ -48,6 +49,16 @@ def quality(pair_spec, generators, n, split, out, scorer, task, data, fractions,
             raise ValueError(f"--fractions {fractions!r} is not a comma-separated list of numbers, e.g. 0,0.5,1.") from None
         if n <= 0:
             raise ValueError(f"--n {n}: ask for at least one problem.")
+        for x in fr:
+            check_finite("--fractions", x, low=0.0, high=1.0)
+        for name, value in (("--batch-size", batch_size), ("--sft-steps", sft_steps)):
+            check_positive(name, value)
+        if max_new_tokens is not None:
+            check_positive("--max-new-tokens", max_new_tokens)
+        check_finite("--sft-lr", sft_lr, low=0.0, low_open=True)
+        check_out_dir(out)
+        if sft_out:
+            check_out_dir(sft_out, "--sft-out")
         pair = load_pair(pair_spec, device=default_device())
         task_obj = task_for_pair(pair, task, data=data)
         problems = task_obj.sample(split, n, seed=seed)

@@ -54,6 +54,7 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
     from latentreason.recovery import RECOVERY_FILE, RecoverConfig, run_recovery
     from latentreason.routers import check_budget
     from latentreason.rundir import RunDir
+    from latentreason.validate import check_out_dir, check_pair_sites
 
     try:
         if budgets is not None:
@@ -65,6 +66,9 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
             random_seeds=random_seeds, controls=not no_controls, oracle=not no_oracle, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, task=task, data=data,
             budgets=_floats(budgets) if budgets else (), vectors=vectors, router=router_dir,
         )
+        check_pair_sites(pair_spec, {"base": [site]}, option="--site")  # before any model loads
+        check_pair_sites(pair_spec, {"post_rl": [router_site]}, option="--router-site")
+        check_out_dir(out)
         pair = load_pair(pair_spec)
         rd = RunDir(out)
         result = run_recovery(pair, out, cfg, force=force)

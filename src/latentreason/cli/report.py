@@ -12,8 +12,11 @@ def report(run: str, per_generator: int) -> None:
     """Write RUN/report.html (figures inlined; opens without a network)."""
     from latentreason.report import build_report
     from latentreason.stage import claim_run_file, open_run, record_run_file
+    from latentreason.validate import check_out_dir, check_positive
 
     try:
+        check_positive("--rollouts", per_generator)
+        check_out_dir(run, "RUN")
         with open_run(run) as rd:
             claim_run_file(rd.root, rd.report.name)  # a report.html the run did not write is never overwritten
             path = build_report(run, per_generator)

@@ -24,11 +24,15 @@ def rollouts(pair_spec: str, task: str | None, data: str | None, split: str, n: 
     Rollouts with the same settings already in RUN are reused; other settings are refused (--force replaces them).
     """
     from latentreason.pair import default_device, load_pair
-    from latentreason.rollouts import build_rollouts, read_rollouts, task_for_pair
+    from latentreason.rollouts import build_rollouts, check_rollout_args, read_rollouts, task_for_pair
     from latentreason.stage import open_run
+    from latentreason.validate import check_out_dir, check_roles
 
     roles = [m.strip() for m in models.split(",") if m.strip()]
     try:
+        check_rollout_args(n, batch_size, max_new_tokens, temperature)  # every argument, before any model loads
+        check_roles(pair_spec, roles)
+        check_out_dir(out)
         pair = load_pair(pair_spec, device=default_device())
         task_obj = task_for_pair(pair, task, data=data)
         with open_run(out) as rd:

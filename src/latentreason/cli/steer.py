@@ -260,6 +260,14 @@ def steer(pair_spec: str, vectors_dir: str, role: str, prompt: str | None, vecto
     if as_json and prompt is None:
         raise click.UsageError("--json needs --prompt (the interactive loop prints text).")
     try:
+        from latentreason.steering import check_alpha
+        from latentreason.validate import check_positive, check_temperature
+
+        check_alpha(alpha, "--alpha")  # every argument, before any model loads
+        check_temperature(temperature, "--temperature")
+        check_at(at)
+        if max_new_tokens is not None:
+            check_positive("--max-new-tokens", max_new_tokens)
         vectors = load_vectors(vectors_dir)
         if not vectors:
             raise ValueError(f"{vectors_dir} holds no vectors.")
@@ -274,8 +282,6 @@ def steer(pair_spec: str, vectors_dir: str, role: str, prompt: str | None, vecto
                     raise ValueError(f"{e} (On the command line: --no-check.)") from e
         names = [n.strip() for n in vector_names.split(",")] if vector_names else [next(iter(vectors))]
         session = Session(pair, role, vectors, names, alpha=alpha, at=at, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens or int(pair.defaults.get("max_new_tokens", 96)), color=sys.stdout.isatty() if color is None else color)
-        if temperature < 0:
-            raise ValueError(f"--temperature={temperature} must be >= 0.")
         if prompt is None:
             _loop(session)
             return

@@ -21,13 +21,19 @@ def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_s
     With several K or methods, one is chosen by stability then silhouette, never by planted labels
     (see latentreason.taxonomy.sweep).
     """
-    from latentreason.taxonomy import METHODS, build_taxonomy
+    from latentreason.taxonomy import METHODS, build_taxonomy, parse_ks
 
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         raise click.BadParameter(f"{methods!r}: use kmeans, sae or kmeans,sae.", param_hint="--method")
     try:
+        from latentreason.validate import check_out_dir
+
+        if n_seeds < 2:
+            raise ValueError(f"--seeds={n_seeds}: the stability metric needs at least 2 seeds (3 recommended).")
+        parse_ks(k_spec)
+        check_out_dir(out)
         d, metrics, rows = build_taxonomy(cache_dir, out, site, k_spec, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling, force=force)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e

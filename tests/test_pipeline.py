@@ -51,7 +51,7 @@ def test_values_are_typed_as_the_fields_say(tmp_path):
     cfg = RunConfig.from_toml(p)
     assert cfg.recover.alphas == (1.0, 2.0) and isinstance(cfg.recover.alphas[0], float) and cfg.recover.threshold == 1.0
     for bad, msg in [("n_train = '30'", "recover.n_train = '30' must be an integer"), ("alphas = 2", "must be a list of numbers"), ("controls = 1", "must be true or false"),
-                     ("n_train = 0", "n_train=0 must be positive"), ("alphas = [1, 'x']", r"recover.alphas\[1\] = 'x' must be a finite number")]:
+                     ("n_train = 0", "n_train=0 must be a positive"), ("alphas = [1, 'x']", r"recover.alphas\[1\] = 'x' must be a finite number")]:
         p.write_text(f"[recover]\n{bad}\n")
         with pytest.raises(ValueError, match=msg):
             RunConfig.from_toml(p)

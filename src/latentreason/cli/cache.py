@@ -22,6 +22,7 @@ def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str,
     from latentreason.cache import cache_activations
     from latentreason.pair import default_device, load_pair
     from latentreason.sites import parse_sites
+    from latentreason.stage import locked
     from latentreason.validate import check_out_dir, check_pair_sites, check_positive, check_roles
 
     roles = [m.strip() for m in models.split(",") if m.strip()]
@@ -33,12 +34,13 @@ def cache(pair_spec: str, rollouts_path: str, sites: str, models: str, out: str,
         check_roles(pair_spec, roles)
         check_pair_sites(pair_spec, {role: [str(s) for s in parse_sites(sites)] for role in roles}, option="--sites")
         check_out_dir(out)
-        pair = load_pair(pair_spec, device=default_device())
-        if remote:
-            from latentreason.backends import get_backend
+        with locked(out):  # a second writer fails here, before any model loads
+            pair = load_pair(pair_spec, device=default_device())
+            if remote:
+                from latentreason.backends import get_backend
 
-            backend = get_backend("nnsight", remote=True)  # raises before any network call when NDIF_API_KEY is unset
-        path = cache_activations(pair, rollouts_path, out, sites, roles, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens, backend=backend, force=force)
+                backend = get_backend("nnsight", remote=True)  # raises before any network call when NDIF_API_KEY is unset
+            path = cache_activations(pair, rollouts_path, out, sites, roles, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens, backend=backend, force=force)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"activations written to {path}")

@@ -15,7 +15,8 @@ Quality metrics need no LLM: silhouette, centroid orthogonality, stability acros
 ARI / NMI against planted labels where a task plants them (:func:`evaluate`). :func:`sweep`
 picks K (and the method) by a fixed rule that never looks at planted labels (see its docstring).
 :func:`fit_from_cache` and :func:`write_taxonomy` are the thin glue to the activation cache and
-the ``latentreason taxonomy`` artifact directory.
+the ``latentreason taxonomy`` artifact directory; they read only the sentences of rollouts the
+post-RL model generated (``roles=`` / ``--roles`` names other generators explicitly).
 """
 
 from __future__ import annotations
@@ -660,28 +661,39 @@ def fit_from_cache(
     n_seeds: int = 3,
     random_state: int = 0,
     pooling: str = DEFAULT_POOLING,
+    roles: str | Sequence[str] | None = None,
 ) -> tuple[_Taxonomy, dict[str, Any], list[dict[str, Any]]]:
     """Fit a taxonomy on the cache's post-RL sentence-pooled activations at ``site``.
+
+    Only sentences of rollouts that the models ``roles`` generated are clustered (default: the
+    post-RL model's own traces, :data:`~latentreason.cache.STRATEGY_ROLES`), read through
+    ``model``'s activations. The roles are recorded on the estimator (``extra_["roles"]``) and in
+    the metrics.
 
     Returns ``(estimator, metrics of the chosen one, sweep rows)``; the estimator carries
     ``site_`` and ``fingerprint_`` for :meth:`save`.
     """
+    from latentreason.cache import parse_roles
+
     site = cache_site_check(cache, site)
+    roles = parse_roles(roles)
+    cache = cache.generated_by(roles)
     X = cache.sentence_pooled(site, model, pooling)  # [n_sentences, d]
     ks = parse_ks(ks)
     planted = [s.get("label") for s in cache.sentences]
     has_planted = any(p is not None for p in planted)
     n = int(X.shape[0])
     if max(ks) > n:
-        raise ValueError(f"k={max(ks)} is larger than the number of sentences in the cache ({n}); choose k <= {n} or cache more rollouts.")
+        raise ValueError(f"k={max(ks)} is larger than the number of sentences the cache holds from {', '.join(roles)} rollouts ({n}); choose k <= {n} or cache more rollouts.")
     est, rows = sweep(X, ks, methods, planted=planted if has_planted else None, n_seeds=n_seeds, random_state=random_state)
     est.site_ = site
     est.fingerprint_ = cache.fingerprint(model)
-    est.extra_ = {"model": model, "pooling": pooling}  # how sentences were pooled travels with the artifact
+    est.extra_ = {"model": model, "pooling": pooling, "roles": list(roles)}  # how sentences were chosen and pooled travels with the artifact
     metrics = dict(next(r for r in rows if r["chosen"]))
     metrics.pop("chosen", None)
     metrics["site"] = site
     metrics["pooling"] = pooling
+    metrics["roles"] = list(roles)
     return est, metrics, rows
 
 
@@ -696,13 +708,20 @@ def write_taxonomy(
     model: str = "post_rl",
     n_top: int = 5,
 ) -> Path:
-    """Write the taxonomy artifact: estimator files, labels.json, clusters.json, metrics.json, manifest.json."""
+    """Write the taxonomy artifact: estimator files, labels.json, clusters.json, metrics.json, manifest.json.
+
+    ``labels.json`` covers the sentences of the rollouts the estimator was fit on (the
+    generator roles in ``estimator.extra_["roles"]``, default post-RL only).
+    """
+    from latentreason.cache import parse_roles
     from latentreason.manifest import Manifest
 
     d = Path(out)
     site = getattr(estimator, "site_", None)
     if site is None:
         raise ValueError("The taxonomy records no site: fit it with fit_from_cache, or set estimator.site_ to the site its activations came from.")
+    roles = list(parse_roles(getattr(estimator, "extra_", {}).get("roles")))
+    cache = cache.generated_by(roles)
     X = cache.sentence_pooled(site, model, getattr(estimator, "extra_", {}).get("pooling", "mean"))
     sents = cache.sentences
     planted = [s.get("label") for s in sents]
@@ -729,7 +748,7 @@ def write_taxonomy(
             pass
     Manifest(
         kind=TAXONOMY_KIND,
-        config={"site": site, "method": estimator.method, "k": int(estimator.k), "params": estimator.get_params(), "model": model},
+        config={"site": site, "method": estimator.method, "k": int(estimator.k), "params": estimator.get_params(), "model": model, "roles": roles},
         models=models,
         files=files,
         extra={"cache": str(cache_dir) if cache_dir else None, "cache_manifest_sha256": cache_hash(cache_dir) if cache_dir else None},

@@ -3,7 +3,8 @@
 Renders each GSM8K and MATH-500 gold answer (``../shared/data``) into each format of
 ``tests/_answer_formats.py`` after the item's own reasoning, grades it, and grades two wrong
 answers in the same format (gold + 1 where numeric, another item's answer). Prints one row per
-format: items it applies to, share graded right, share of wrong answers rejected, seconds.
+format: items it applies to, share graded right, wrong answers tried, share rejected, how
+many were accepted, seconds.
 
     python benchmarks/bench_grading_formats.py            # every item (minutes, single core)
     python benchmarks/bench_grading_formats.py --every 7  # every 7th item
@@ -51,11 +52,11 @@ def main() -> None:
     if not (args.data / "gsm8k" / "test.jsonl").exists() or not (args.data / "math500" / "test.jsonl").exists():
         sys.exit(f"no shared data at {args.data}: expected gsm8k/test.jsonl and math500/test.jsonl (pass --data)")
     res = run(args.every, args.formats.split(",") if args.formats else None, args.data)
-    print(f"{'format':28s} {'items':>6s} {'right':>8s} {'wrong rejected':>15s} {'s':>6s}")
+    print(f"{'format':28s} {'items':>6s} {'right':>8s} {'wrong':>6s} {'rejected':>9s} {'accepted':>8s} {'s':>6s}")
     for name, r in res.items():
         rr = r["right"] / r["n"] if r["n"] else float("nan")
         wr = r["rejected"] / r["n_wrong"] if r["n_wrong"] else float("nan")
-        print(f"{name:28s} {r['n']:6d} {rr:8.2%} {wr:9.2%} ({r['n_wrong'] - r['rejected']:3d}) {r['seconds']:6.1f}")
+        print(f"{name:28s} {r['n']:6d} {rr:8.2%} {r['n_wrong']:6d} {wr:9.2%} {r['n_wrong'] - r['rejected']:8d} {r['seconds']:6.1f}")
         for f in (r["graded_wrong"] + r["accepted"])[: args.show]:
             print("    ", json.dumps(f))
     total = sum(r["seconds"] for r in res.values())

@@ -271,3 +271,45 @@ def test_optimized_vectors_are_specific_on_the_organism(organism, tmp_path):
     assert len(vecs) >= 2
     spec = specificity_matrix(organism.base_model, organism.base_tokenizer, vecs, cache, alpha=1.0, max_per_context=100)
     assert spec.diagonal_dominant(), spec.table()
+
+
+# ------------------------------------------------------------------------ rollouts from both models
+
+
+@pytest.fixture(scope="module")
+def mixed_cache(organism, tmp_path_factory):
+    from _mixed_cache import make_mixed_cache
+
+    return make_mixed_cache(organism, tmp_path_factory.mktemp("mixedext"))
+
+
+def test_vectors_learn_categories_only_from_the_post_rl_models_rollouts(organism, mixed_cache, tmp_path):
+    from _mixed_cache import N_BASE, N_POST
+
+    from latentreason.extract import categories_from
+    from latentreason.taxonomy import fit_from_cache, write_taxonomy
+
+    cats = categories_from(mixed_cache, "planted", SITE)
+    base_written = [s["rollout_model"] == "base" for s in mixed_cache.sentences]
+    assert all(c is None for c, b in zip(cats.labels, base_written) if b) and cats.meta["roles"] == ["post_rl"]
+    vecs = {v.name: v for v in extract_vectors(organism, mixed_cache, "planted", SITE, "diffmeans")}
+    assert vecs["answer"].provenance["n_examples"] == N_POST and vecs["answer"].provenance["roles"] == ["post_rl"]  # not + N_BASE
+    both = {v.name: v for v in extract_vectors(organism, mixed_cache, "planted", SITE, "diffmeans", roles="post_rl,base")}
+    assert both["answer"].provenance["n_examples"] == N_POST + N_BASE
+    est, metrics, rows = fit_from_cache(mixed_cache, SITE, 3)  # a taxonomy's roles carry over to its categories
+    tax = write_taxonomy(tmp_path / "tax", est, mixed_cache, metrics, rows, cache_dir=mixed_cache.directory)
+    cats = categories_from(mixed_cache, tax, SITE)
+    assert [c is None for c in cats.labels] == base_written
+
+
+def test_router_training_data_reads_only_post_rl_rollouts(mixed_cache):
+    from latentreason.recovery import router_training_data
+
+    labels = [0] * len(mixed_cache.sentences)  # every sentence labelled: the base ones must still not count
+    X, y = router_training_data(mixed_cache, SITE, labels)
+    post = mixed_cache.generated_by("post_rl")
+    n_tokens = sum(r["tokens"]["post_rl"]["length"] for r in post.rollouts)
+    assert int((y == 0).sum()) == len(post.sentences)
+    assert X.shape[0] == n_tokens + sum(1 for r in post.rollouts for s, _ in r["tokens"]["post_rl"]["spans"] if s == 0)  # first sentences start at the prompt's last token
+    _, y_both = router_training_data(mixed_cache, SITE, labels, roles="post_rl,base")
+    assert int((y_both == 0).sum()) == len(mixed_cache.sentences)

@@ -111,6 +111,76 @@ EXTRACTION = [
     ("no numbers here", None),
     ("", None),
     ("unclosed \\boxed{3 and then 9", "9"),
+    # instruct models: bold, markdown, "Answer:" (the base prompt template ends with it)
+    ("The answer is **18**.", "18"),
+    ("The answer is **$\\frac{3}{56}$**.", "\\frac{3}{56}"),
+    ("**Answer:** $\\frac{1}{2}$", "\\frac{1}{2}"),
+    ("**Answer: 18**", "18"),
+    ("### Final Answer\n\n$p - q$", "p - q"),
+    ("**Final Answer**\n\\[\n\\boxed{5}\n\\]", "5"),
+    ("The final answer is: $\\boxed{7}$", "7"),
+    ("Answer: 42", "42"),
+    ("The answer is\n\n42", "42"),
+    ("The answer is: 7!", "7"),
+    # Minerva: the answer is the math after the last anchor, not the rest of the line
+    ("Final Answer: The final answer is $18$. I hope it is correct.", "18"),
+    ("Final Answer: The final answer is $\\frac{3}{56}$. I hope it is correct.", "\\frac{3}{56}"),
+    # R1-style and RL templates
+    ("<think>The answer is 17? No.</think>\nThe answer is 18.", "18"),
+    ("<think>Let me see... the answer is 17.</think> <answer> 18 </answer>", "18"),
+    ("<answer>1, -2</answer>", "1, -2"),
+    ("<think>2+2 is 4, so the answer is 4.", "4"),
+    ("<think>so it is \\boxed{4}</think>\n\nDone.", "4"),
+    # a base model running on into the next few-shot question
+    ("The answer is 18.\n\nQuestion: How many legs do 3 cows have?\nAnswer: 12", "18"),
+    # un-boxed LaTeX: never the trailing digits of a formula
+    ("so $p(8) = \\frac{3}{56}$.", "p(8) = \\frac{3}{56}"),
+    ("We get $\\frac{3}{56}$.", "\\frac{3}{56}"),
+    ("The distance is 3\\sqrt{13}.", "3\\sqrt{13}"),
+    ("It is $(3, 4]$ exactly", "(3, 4]"),
+    ("Thus\n\\begin{align*}\nx &= 3 + 4 \\\\\n&= 7.\n\\end{align*}", "7"),
+    ("The answer is \\(\\sqrt{2}\\).", "\\sqrt{2}"),
+    # currency is not math: "$5 and $12" never pairs up
+    ("She pays $5 and ends with $12.", "12"),
+    ("She pays $5 and has $12 left, so the answer is $12.", "$12"),
+    ("a $5+$6 total is 11", "11"),
+    ("She has $3.50 and $2.", "2"),
+    ("The answer is \\$18.90.", "\\$18.90"),
+    # units, separators, percentages, text, equations: left for is_equivalent
+    ("The answer is 1,234 dollars.", "1,234 dollars"),
+    ("The answer is 50%.", "50%"),
+    ("The answer is $18 \\text{ eggs}$.", "18 \\text{ eggs}"),
+    ("Therefore, the answer is $\\text{(C)}$.", "\\text{(C)}"),
+    ("The answer is Evelyn.", "Evelyn"),
+    ("The answer is $x = 5$.", "x = 5"),
+    ("So x = 5.", "5"),
+    ("#### 11,\\! 111,\\! 100", "11,\\! 111,\\! 100"),
+    # an anchor followed by a clause is no answer; the last expression is
+    ("The answer is that we need more info. In the end 5 apples remain.", "5"),
+    ("The answer is 18 because 3 * 6 = 18.", "18"),
+]
+
+# (completion, gold, correct?): whole completions in the formats real models write
+GRADES = [
+    ("The answer is **18**.", "18", True),
+    ("The answer is **19**.", "18", False),
+    ("Final Answer: The final answer is $18$. I hope it is correct.", "18", True),
+    ("Final Answer: The final answer is $\\frac{3}{56}$. I hope it is correct.", "\\frac{3}{56}", True),
+    ("Final Answer: The final answer is $\\frac{3}{55}$. I hope it is correct.", "\\frac{3}{56}", False),
+    ("so\n\\[p(8) = \\frac{q(8) + 8}{8^2 - 1} = \\frac{3}{56}.\\]", "\\frac{3}{56}", True),
+    ("so\n\\[p(8) = \\frac{3}{56}.\\]", "56", False),
+    ("The distance is $\\sqrt{117} = 3\\sqrt{13}$.", "3\\sqrt{13}", True),
+    ("The distance is 3\\sqrt{13}.", "13", False),
+    ("Janet sells 16 - 3 - 4 = 9 eggs.\nAnswer: 18", "18", True),
+    ("<think>9 eggs at $2 each is $18.</think>\n\n<answer>18</answer>", "18", True),
+    ("<think>maybe \\boxed{17}</think> The answer is \\boxed{18}.", "17", False),
+    ("The answer is 18 dollars.", "18", True),
+    ("The answer is $18.00.", "18", True),
+    ("The answer is 1,234.", "1234", True),
+    ("The answer is 18%.", "0.18", True),
+    ("So $x = 5$.", "5", True),
+    ("The plane is $5x - 7y + 11z + 4 = 0$.", "5x - 7y + 11z + 4 = 0", True),
+    ("The plane is $5x - 7y + 11z + 4 = 0$.", "5x - 7y + 11z + 5 = 0", False),
 ]
 
 
@@ -119,9 +189,14 @@ def test_is_equivalent_decides_tricky_cases(pred, gold, expected):
     assert is_equivalent(pred, gold) is expected
 
 
-@pytest.mark.parametrize("completion,expected", EXTRACTION, ids=[c[:30] for c, _ in EXTRACTION])
-def test_extract_answer_prefers_boxed_then_hashes_then_answer_is_then_last_number(completion, expected):
+@pytest.mark.parametrize("completion,expected", EXTRACTION, ids=[c[:40] for c, _ in EXTRACTION])
+def test_extract_answer_reads_tags_then_boxed_then_hashes_then_anchors_then_the_last_expression(completion, expected):
     assert extract_answer(completion) == expected
+
+
+@pytest.mark.parametrize("completion,gold,expected", GRADES, ids=[f"{c[:40]}~{g}" for c, g, _ in GRADES])
+def test_grade_reads_the_formats_real_models_write(completion, gold, expected):
+    assert grade(completion, gold) is expected
 
 
 def test_table_has_at_least_forty_cases():
@@ -245,3 +320,41 @@ def test_every_math500_gold_solution_grades_correct_and_perturbed_answers_do_not
     assert unreadable == []
     accepted = [(i, r["answer"]) for i, r in enumerate(rows) if grade(f"\\boxed{{{_perturb(r['answer'])}}}", r["answer"])]
     assert accepted == []
+
+
+# ------------------------------------------------------------------ every answer format on real items
+
+# The default tier grades a fixed sample (every 25th GSM8K item, every 8th MATH-500 item); all
+# 1,819 items in every format take minutes: `python benchmarks/bench_grading_formats.py`.
+SAMPLE_STRIDE = {"gsm8k": 25, "math500": 8}
+
+
+@pytest.fixture(scope="module")
+def real_items(shared_data):
+    from _answer_formats import load_items
+
+    items = load_items(shared_data)
+    assert len(items) == 1319 + 500
+    return items
+
+
+@pytest.mark.parametrize("fmt", sorted(__import__("_answer_formats").FORMATS))
+def test_each_answer_format_grades_real_items_right_and_rejects_wrong_answers(real_items, fmt):
+    from _answer_formats import FORMATS, check_format
+
+    sample = [k for k, it in enumerate(real_items) if it.index % SAMPLE_STRIDE[it.dataset] == 0]
+    if sum(FORMATS[fmt](real_items[k].gold, "", 0) is not None for k in sample) < 20:  # a rare format (thousands): every item it applies to
+        sample = range(len(real_items))
+    res = check_format(real_items, fmt, sample, grade)
+    assert res.n >= 20, f"format {fmt} applies to only {res.n} items"
+    assert res.graded_wrong == []
+    assert res.rejected >= 0.995 * res.n_wrong, res.accepted
+
+
+def test_wrong_answers_of_the_format_check_differ_from_the_gold(real_items):
+    from _answer_formats import wrong_answers
+
+    for k in (0, 1, 1319, 1320):
+        gold = real_items[k].gold
+        ws = wrong_answers(real_items, k)
+        assert ws and all(not is_equivalent(w, gold) for w in ws), (gold, ws)

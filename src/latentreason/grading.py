@@ -2,8 +2,11 @@
 
 A thin layer over `math-verify <https://github.com/huggingface/Math-Verify>`_:
 
-* :func:`extract_answer` picks the final answer out of a completion: the last ``\\boxed{}``,
-  else GSM8K's ``#### x``, else "the answer is x", else the last number.
+* :func:`extract_answer` picks the final answer out of a completion with one pipeline of
+  ordered anchors: the region after ``</think>``, then ``<answer>`` tags, the last
+  ``\\boxed{}``, GSM8K's ``#### x``, "the answer is" / "Final Answer:" / "Answer:" (bold and
+  markdown allowed), and finally the last mathematical expression (a whole ``$\\frac{3}{56}$``,
+  never its trailing digits).
 * :func:`is_equivalent` compares two answer strings with math-verify (fractions, radicals,
   LaTeX forms, sets, intervals, units), after normalising what it does not (``1,000``,
   ``$18``, ``50%`` which equals both ``50`` and ``0.5``), then falls back to sympy on plain
@@ -19,11 +22,14 @@ Example:
     True
     >>> grade("#### 1,000", "1000")
     True
+    >>> grade("Final Answer: The final answer is $18$. I hope it is correct.", "18")
+    True
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -35,6 +41,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from latentreason.segment import math_span_at, math_spans
+
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 5  # seconds for each math-verify parse or comparison (math-verify's own default)
@@ -43,11 +51,25 @@ Judge = Callable[[str, str, str], bool]  # judge(question, completion, gold) -> 
 
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
 _LAST_NUMBER_RE = re.compile(rf"(?<![\w.])(?:{_NUMBER})(?:\s*/\s*\d+)?")
-_HASHES_RE = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS_RE = re.compile(r"(?i)(?:\banswer\s+is|\bfinal\s+answer\s*:)\s*:?\s*([^\n]+)")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:(?:,|\{,\}|,\\!)\d{3})+(?:\.\d+)?$")
 _PERCENT_RE = re.compile(r"\\?%")
 _NUMBER_WITH_UNIT_RE = re.compile(rf"^((?:{_NUMBER})(?:\\?%)?)\s+(?:[A-Za-z]{{2,}}\.?(?:\^\d)?\s*)+$")
+
+# Where the answer is announced, case-insensitive; the last one in the text wins.
+#   "The (final) answer is", "answer would be", "Final Answer:", "Answer:", "**Answer:**",
+#   and a heading line of its own: "### Final Answer", "**Final Answer**".
+_ANCHOR_RE = re.compile(
+    r"(?im)\b(?:final\s+)?answer(?:\s+to\s+th(?:e|is)\s+(?:question|problem))?\s*(?:\*\*|__)?\s*"
+    r"(?:(?:is|would\s+be|should\s+be|will\s+be)\b[ \t]*:?|:|=)"
+    r"|^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*final[ \t]+answer[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*$"
+)
+_HASHES_RE = re.compile(r"####")
+_ANSWER_TAG_RE = re.compile(r"(?is)<answer>(.*?)(?:</answer>|\Z)")
+_THINK_END_RE = re.compile(r"(?i)</think>")
+# A base model running on into a new item of its few-shot template ("Question: ...").
+_RUN_ON_RE = re.compile(r"\n[ \t]*(?:Question|Problem)[ \t]*\d*[ \t]*:")
+_SENTENCE_END_RE = re.compile(r"\n|(?<!\\)[.!?;](?=\s|\Z)|\s+(?:because|since|which|but)\b|\*\*")
+_MAX_ANSWER_CHARS = 300
 
 
 # ------------------------------------------------------------------ extraction
@@ -56,21 +78,75 @@ _NUMBER_WITH_UNIT_RE = re.compile(rf"^((?:{_NUMBER})(?:\\?%)?)\s+(?:[A-Za-z]{{2,
 def extract_answer(text: str | None) -> str | None:
     """The final answer in ``text`` as a string, or None when there is none.
 
-    Tries, in order: the last ``\\boxed{...}`` (or ``\\fbox{...}``, nested braces allowed),
-    the last GSM8K ``#### x``, the last "answer is x" / "Final Answer: x", the last number.
+    One pipeline, in two steps. First the *region* that holds the answer: after the last
+    ``</think>`` (R1-style models), and before a base model runs on into a new
+    ``Question:`` of its few-shot template. Then, in that region, the first of these that finds
+    an answer (each taking its last occurrence):
+
+    1. an ``<answer>...</answer>`` block (R1-Zero / RL templates), read by the steps below or whole;
+    2. ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces allowed);
+    3. GSM8K's ``#### x``;
+    4. an announcing phrase: "the (final) answer is", "Final Answer:", "Answer:", "**Answer:**",
+       a "### Final Answer" heading (so Minerva's "Final Answer: The final answer is $18$. I hope
+       it is correct." reads the ``$18$``); the answer after it is a math span (``$...$``,
+       ``\\[...\\]``, ``\\(...\\)``), a bold span (``**18**``) or the rest of its sentence;
+    5. the last mathematical expression: the last delimited math span (the last row of an
+       aligned environment) or the last number together with the LaTeX it is written in
+       (``3\\sqrt{13}``, ``\\frac{3}{56}``), whichever comes later.
+
+    If the region after ``</think>`` yields nothing, the whole text is read the same way.
+    ``$`` delimits math only as in pandoc (an opening ``$`` followed by a non-space, a closing
+    one preceded by a non-space and not followed by a digit), so currency (``$5 and $6``) never
+    pairs up. Units, thousands separators, ``\\text{}``, currency and percentages are left on the
+    answer for :func:`is_equivalent` to normalise.
 
     Example:
         >>> extract_answer("First \\\\boxed{1}, then \\\\boxed{\\\\frac{3}{4}}.")
         '\\\\frac{3}{4}'
-        >>> extract_answer("The answer is 7.")
+        >>> extract_answer("The answer is **7**.")
         '7'
+        >>> extract_answer("Final Answer: The final answer is $18$. I hope it is correct.")
+        '18'
+        >>> extract_answer("so the distance is $3\\\\sqrt{13}$.")
+        '3\\\\sqrt{13}'
     """
     if not text:
         return None
-    for find in (_last_boxed, _last_hashes, _last_answer_is, _last_number):
+    region = _answer_region(text)
+    found = _extract(region)
+    if found is None and region != text:
+        found = _extract(text)
+    return found
+
+
+def _answer_region(text: str) -> str:
+    """The part of ``text`` that holds the final answer: after ``</think>``, before a run-on next question."""
+    ends = list(_THINK_END_RE.finditer(text))
+    if ends:
+        text = text[ends[-1].end():]
+    m = _RUN_ON_RE.search(text)
+    if m and text[: m.start()].strip():
+        text = text[: m.start()]
+    return text
+
+
+def _extract(text: str) -> str | None:
+    tags = list(_ANSWER_TAG_RE.finditer(text))
+    if tags:
+        inner = tags[-1].group(1)
+        found = _first((_last_boxed, _last_hashes, _last_anchored), inner)
+        if found is None:
+            found = _tidy(inner)
+        if found:
+            return found
+    return _first((_last_boxed, _last_hashes, _last_anchored, _last_expression), text)
+
+
+def _first(finders, text: str) -> str | None:
+    for find in finders:
         found = find(text)
-        if found is not None and found.strip():
-            return found.strip()
+        if found:
+            return found
     return None
 
 
@@ -81,8 +157,8 @@ def _last_boxed(text: str) -> str | None:
         stripped = rest.lstrip()
         if stripped.startswith("{"):
             inner = _balanced(stripped)
-            if inner is not None:
-                return inner
+            if inner is not None and inner.strip():
+                return inner.strip()
         elif rest[:1].isspace() and stripped:  # "\boxed 5"
             return re.split(r"[\s$]", stripped, maxsplit=1)[0]
     return None
@@ -102,27 +178,101 @@ def _balanced(s: str) -> str | None:
 
 
 def _last_hashes(text: str) -> str | None:
-    found = _HASHES_RE.findall(text)
-    return _trim_sentence(found[-1]) if found else None
+    for m in reversed(list(_HASHES_RE.finditer(text))):
+        found = _read_answer(text, m.end(), same_line=True)
+        if found:
+            return found
+    return None
 
 
-def _last_answer_is(text: str) -> str | None:
-    found = _ANSWER_IS_RE.findall(text)
-    return _trim_sentence(found[-1]) if found else None
+def _last_anchored(text: str) -> str | None:
+    """The answer after the last announcing phrase that is followed by something answer-like."""
+    for m in reversed(list(_ANCHOR_RE.finditer(text))):
+        found = _read_answer(text, m.end())
+        if found and _answer_like(found):
+            return found
+    return None
 
 
-def _last_number(text: str) -> str | None:
-    found = _LAST_NUMBER_RE.findall(text)
-    return found[-1].replace(" ", "") if found else None
+def _answer_like(s: str) -> bool:
+    """A short formula or a short phrase, not a clause ("the answer is that we first ...")."""
+    return len(s) <= _MAX_ANSWER_CHARS and (bool(re.search(r"[\d\\^=]", s)) or len(s.split()) <= 3)
 
 
-def _trim_sentence(s: str) -> str:
-    """Cut a captured answer at the end of its sentence and drop wrapping ``$``/punctuation."""
-    s = re.split(r"\.(?=\s|$)", s.strip(), maxsplit=1)[0]
-    s = s.strip().rstrip(".,;:!").strip()
-    if s.startswith("$") and s.endswith("$") and len(s) > 1:
-        s = s.strip("$").strip()
-    return s
+def _read_answer(text: str, pos: int, same_line: bool = False) -> str | None:
+    """The answer written at ``text[pos:]``: a math span, a bold span, else the rest of the sentence."""
+    i = pos
+    while i < len(text) and (text[i] in " \t*_:" or (not same_line and text[i] == "\n")):
+        i += 1
+    seg = math_span_at(text, i)
+    if seg is not None:
+        return _tidy(_final_value(seg[2]))
+    rest = text[i:]
+    end = _SENTENCE_END_RE.search(rest)
+    piece = rest[: end.start() if end else len(rest)]
+    spans = math_spans(piece)
+    if len(spans) == 1:  # "x = $5$ apples", "$\frac{1}{2}$ of it": the one formula, when no number lies outside it
+        a, b, content = spans[0]
+        if not re.search(r"\d", piece[:a] + piece[b:]):
+            return _tidy(_final_value(content))
+    return _tidy(piece)
+
+
+def _tidy(s: str) -> str | None:
+    """Drop wrapping markup (``**``, ``$``, ``\\(\\)``) and trailing punctuation."""
+    s = s.strip()
+    prev = None
+    while s and s != prev:
+        prev = s
+        s = s.strip().strip("*").strip().rstrip(".,;:!").strip()
+        if len(s) > 1 and s.startswith("$") and s.endswith("$") and not s.startswith("\\$"):
+            s = s.strip("$")
+        for a, b in (("\\(", "\\)"), ("\\[", "\\]")):
+            if s.startswith(a) and s.endswith(b):
+                s = s[len(a): -len(b)]
+    return s or None
+
+
+def _last_expression(text: str) -> str | None:
+    """The last delimited math span or the last number (with the LaTeX it is written in), whichever ends later."""
+    segs = math_spans(text)
+    masked = list(text)
+    for a, b, _ in segs:
+        masked[a:b] = " " * (b - a)
+    plain = "".join(masked)
+    nums = list(_LAST_NUMBER_RE.finditer(plain))
+    num_end = nums[-1].end() if nums else -1
+    if segs and segs[-1][1] >= num_end:
+        value = _tidy(_final_value(segs[-1][2]))
+        if value:
+            return value
+    if not nums:
+        return None
+    m = nums[-1]
+    lo, hi = m.start(), m.end()
+    while lo > 0 and not plain[lo - 1].isspace():  # the run of LaTeX it is written in: 3\sqrt{13}, \frac{3}{56}
+        lo -= 1
+    while hi < len(plain) and not plain[hi].isspace():
+        hi += 1
+    run = plain[lo:hi]
+    if "\\" in run:
+        return _tidy(run)
+    return m.group().replace(" ", "")
+
+
+def _final_value(math: str) -> str:
+    """What a math span states last: the last row of an aligned environment (``&= 7`` -> ``7``), else the span.
+
+    Chains such as ``p(8) = \\frac{3}{56}`` stay whole: math-verify compares their final
+    right-hand side with a plain answer and keeps equations (``5x + 4 = 0``) as equations.
+    """
+    s = math.strip()
+    env = re.fullmatch(r"(?s)\\begin\{(align|eqnarray|gather|multline|split|equation)\*?\}(.*)\\end\{\1\*?\}", s)
+    if env:
+        rows = [r for r in re.split(r"\\\\", env.group(2)) if r.strip()]
+        s = rows[-1].replace("&", " ").strip() if rows else ""
+        s = s[1:] if s.startswith("=") else s
+    return s.strip()
 
 
 # ------------------------------------------------------------------ equivalence
@@ -167,6 +317,7 @@ def _equivalent(pred: str, gold: str, timeout: int) -> bool:
     return _sympy_equivalent(pred, gold, timeout)
 
 
+@functools.lru_cache(maxsize=4096)  # a gold answer is parsed once, not once per rollout; results are only read
 def _mv_parse(answer: str, timeout: int) -> list:
     from math_verify import parse
 

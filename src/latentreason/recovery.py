@@ -214,13 +214,23 @@ def build_sft(pair: ModelPair, rd: RunDir, seed: int, *, force: bool = False) ->
     return rd.sft
 
 
-def router_training_data(cache, site: str, sentence_labels: list[int], max_negatives: int = 20_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def router_training_data(cache, site: str, sentence_labels: list[int], max_negatives: int = 20_000, seed: int = 0, roles=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Post-RL activations with labels: each sentence's decision token (the token before it)
-    gets its strategy index; every other completion token gets -1 ("no new strategy")."""
+    gets its strategy index; every other completion token gets -1 ("no new strategy").
+
+    ``sentence_labels`` has one label per sentence of ``cache.sentences``. Only rollouts that
+    the models ``roles`` generated are read (default: post-RL only); sentences of other
+    rollouts count as unlabelled whatever their label.
+    """
+    from latentreason.cache import parse_roles
+
+    roles = parse_roles(roles)
     pos = cache.sentence_start_tokens(site, "post_rl")  # [n_sentences, d]
     y_pos = torch.tensor(sentence_labels, dtype=torch.long)
     if pos.shape[0] != len(y_pos):
         raise ValueError(f"{len(y_pos)} sentence labels for {pos.shape[0]} cached sentences.")
+    y_pos[torch.tensor([s.get("rollout_model") not in roles for s in cache.sentences], dtype=torch.bool)] = NONE
+    cache = cache.generated_by(roles)
     negs = []
     spans_of = {r["id"]: r["tokens"]["post_rl"]["spans"] for r in cache.rollouts}
     for rid, x in cache.iter_rollouts(site, "post_rl"):

@@ -15,7 +15,8 @@ Quality metrics need no LLM: silhouette, centroid orthogonality, stability acros
 ARI / NMI against planted labels where a task plants them (:func:`evaluate`). :func:`sweep`
 picks K (and the method) by a fixed rule that never looks at planted labels (see its docstring).
 :func:`fit_from_cache` and :func:`write_taxonomy` are the thin glue to the activation cache and
-the ``latentreason taxonomy`` artifact directory.
+the ``latentreason taxonomy`` artifact directory; they read only the sentences of rollouts the
+post-RL model generated (``roles=`` / ``--roles`` names other generators explicitly).
 """
 
 from __future__ import annotations
@@ -660,28 +661,39 @@ def fit_from_cache(
     n_seeds: int = 3,
     random_state: int = 0,
     pooling: str = DEFAULT_POOLING,
+    roles: str | Sequence[str] | None = None,
 ) -> tuple[_Taxonomy, dict[str, Any], list[dict[str, Any]]]:
     """Fit a taxonomy on the cache's post-RL sentence-pooled activations at ``site``.
+
+    Only sentences of rollouts that the models ``roles`` generated are clustered (default: the
+    post-RL model's own traces, :data:`~latentreason.cache.STRATEGY_ROLES`), read through
+    ``model``'s activations. The roles are recorded on the estimator (``extra_["roles"]``) and in
+    the metrics.
 
     Returns ``(estimator, metrics of the chosen one, sweep rows)``; the estimator carries
     ``site_`` and ``fingerprint_`` for :meth:`save`.
     """
+    from latentreason.cache import parse_roles
+
     site = cache_site_check(cache, site)
+    roles = parse_roles(roles)
+    cache = cache.generated_by(roles)
     X = cache.sentence_pooled(site, model, pooling)  # [n_sentences, d]
     ks = parse_ks(ks)
     planted = [s.get("label") for s in cache.sentences]
     has_planted = any(p is not None for p in planted)
     n = int(X.shape[0])
     if max(ks) > n:
-        raise ValueError(f"k={max(ks)} is larger than the number of sentences in the cache ({n}); choose k <= {n} or cache more rollouts.")
+        raise ValueError(f"k={max(ks)} is larger than the number of sentences the cache holds from {', '.join(roles)} rollouts ({n}); choose k <= {n} or cache more rollouts.")
     est, rows = sweep(X, ks, methods, planted=planted if has_planted else None, n_seeds=n_seeds, random_state=random_state)
     est.site_ = site
     est.fingerprint_ = cache.fingerprint(model)
-    est.extra_ = {"model": model, "pooling": pooling}  # how sentences were pooled travels with the artifact
+    est.extra_ = {"model": model, "pooling": pooling, "roles": list(roles)}  # how sentences were chosen and pooled travels with the artifact
     metrics = dict(next(r for r in rows if r["chosen"]))
     metrics.pop("chosen", None)
     metrics["site"] = site
     metrics["pooling"] = pooling
+    metrics["roles"] = list(roles)
     return est, metrics, rows
 
 
@@ -703,10 +715,13 @@ def write_taxonomy(
 ) -> Path:
     """Write the taxonomy artifact: estimator files, labels.json, clusters.json, metrics.json, manifest.json.
 
-    ``config`` is what determined the fit (default: the estimator's site, method, k, pooling and
-    seed); a taxonomy with another config already in ``out`` is refused unless ``force``. To fit
-    only when needed, use :func:`build_taxonomy`.
+    ``config`` is what determined the fit (default: the estimator's site, method, k, pooling,
+    seed and roles); a taxonomy with another config already in ``out`` is refused unless ``force``.
+    To fit only when needed, use :func:`build_taxonomy`. ``labels.json`` covers the sentences of
+    the rollouts the estimator was fit on (the generator roles in ``estimator.extra_["roles"]``,
+    default post-RL only).
     """
+    from latentreason.cache import parse_roles
     from latentreason.stage import REUSE, open_stage
 
     site = getattr(estimator, "site_", None)
@@ -714,7 +729,8 @@ def write_taxonomy(
         raise ValueError("The taxonomy records no site: fit it with fit_from_cache, or set estimator.site_ to the site its activations came from.")
     if config is None:
         params = estimator.get_params()
-        config = {"site": site, "methods": [estimator.method], "ks": [int(estimator.k)], "pooling": getattr(estimator, "extra_", {}).get("pooling", "mean"), "random_state": params.get("random_state"), "model": model, "n_top": n_top}
+        extra = getattr(estimator, "extra_", {})
+        config = {"site": site, "methods": [estimator.method], "ks": [int(estimator.k)], "pooling": extra.get("pooling", "mean"), "random_state": params.get("random_state"), "model": model, "n_top": n_top, "roles": list(parse_roles(extra.get("roles")))}
     with open_stage(out, TAXONOMY_KIND, config, {"activations": cache.manifest.digest()}, owns=TAXONOMY_FILES, force=force) as st:
         if st.state == REUSE:
             st.restart()
@@ -733,6 +749,7 @@ def build_taxonomy(
     pooling: str = DEFAULT_POOLING,
     model: str = "post_rl",
     n_top: int = 5,
+    roles: str | Sequence[str] | None = None,
     force: bool = False,
 ) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     """The taxonomy stage: fit on the cache at ``cache_dir`` into ``out`` unless a taxonomy with these settings is there.
@@ -740,28 +757,32 @@ def build_taxonomy(
     Returns ``(out, metrics of the chosen fit, sweep rows)``. A taxonomy with other settings, or
     fit on another cache, is refused with the differing keys named (``force=True`` replaces it).
     """
-    from latentreason.cache import ActivationCache, parse_pooling
+    from latentreason.cache import ActivationCache, parse_pooling, parse_roles
     from latentreason.stage import REUSE, open_stage
 
+    roles = list(parse_roles(roles))
     cache = ActivationCache.open(cache_dir)
     site = cache_site_check(cache, site)
     ks_list = parse_ks(ks)
     parse_pooling(pooling)  # raises on a bad pooling before the stage starts
-    config = {"site": site, "methods": list(methods), "ks": ks_list, "pooling": pooling, "random_state": random_state, "n_seeds": n_seeds, "model": model, "n_top": n_top}
+    config = {"site": site, "methods": list(methods), "ks": ks_list, "pooling": pooling, "random_state": random_state, "n_seeds": n_seeds, "model": model, "n_top": n_top, "roles": roles}
     with open_stage(out, TAXONOMY_KIND, config, {"activations": cache.manifest.digest()}, owns=TAXONOMY_FILES, force=force) as st:
         if st.state == REUSE:
             metrics = read_json(st.path("metrics.json"))
             rows = metrics.pop("sweep", None) or [{**metrics, "chosen": True}]
             return st.directory, metrics, rows
-        est, metrics, rows = fit_from_cache(cache, site, ks_list, methods, model=model, n_seeds=n_seeds, random_state=random_state, pooling=pooling)
+        est, metrics, rows = fit_from_cache(cache, site, ks_list, methods, model=model, n_seeds=n_seeds, random_state=random_state, pooling=pooling, roles=roles)
         return _write_taxonomy_files(st, est, cache, metrics, rows, cache_dir=cache_dir, model=model, n_top=n_top), metrics, rows
 
 
 def _write_taxonomy_files(st, estimator: _Taxonomy, cache: Any, metrics: dict[str, Any], rows: list[dict[str, Any]] | None, *, cache_dir, model: str, n_top: int) -> Path:
+    from latentreason.cache import parse_roles
     from latentreason.manifest import Manifest
 
     d = st.directory
     site = estimator.site_
+    roles = list(parse_roles(getattr(estimator, "extra_", {}).get("roles")))
+    cache = cache.generated_by(roles)
     X = cache.sentence_pooled(site, model, getattr(estimator, "extra_", {}).get("pooling", "mean"))
     sents = cache.sentences
     planted = [s.get("label") for s in sents]
@@ -788,6 +809,6 @@ def _write_taxonomy_files(st, estimator: _Taxonomy, cache: Any, metrics: dict[st
     st.complete(
         TAXONOMY_FILES,
         models=models,
-        extra={"chosen": {"method": estimator.method, "k": int(estimator.k), "params": estimator.get_params()}, "cache": str(cache_dir) if cache_dir else None, "cache_manifest_sha256": cache_hash(cache_dir) if cache_dir else None},
+        extra={"chosen": {"method": estimator.method, "k": int(estimator.k), "params": estimator.get_params()}, "roles": roles, "cache": str(cache_dir) if cache_dir else None, "cache_manifest_sha256": cache_hash(cache_dir) if cache_dir else None},
     )
     return d

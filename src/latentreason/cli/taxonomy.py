@@ -14,8 +14,9 @@ import click
 @click.option("--seeds", "n_seeds", default=3, show_default=True, type=int, help="Seeds for the stability metric (>= 2).")
 @click.option("--seed", default=0, show_default=True, type=int, help="random_state of the chosen fit.")
 @click.option("--pooling", default="head:3", show_default=True, help="Sentence representation: 'mean' over all its tokens or 'head:N' over its first N tokens.")
+@click.option("--roles", default="post_rl", show_default=True, help="Cluster only sentences of rollouts these models generated (comma-separated, e.g. post_rl,base).")
 @click.option("--force", is_flag=True, help="Replace a taxonomy made with other settings or from another cache in --out (only its files).")
-def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_seeds: int, seed: int, pooling: str, force: bool) -> None:
+def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_seeds: int, seed: int, pooling: str, roles: str, force: bool) -> None:
     """Fit a k-means or top-k SAE taxonomy on post-RL sentence activations (labels.json, clusters.json, metrics.json).
 
     With several K or methods, one is chosen by stability then silhouette, never by planted labels
@@ -34,7 +35,7 @@ def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_s
             raise ValueError(f"--seeds={n_seeds}: the stability metric needs at least 2 seeds (3 recommended).")
         parse_ks(k_spec)
         check_out_dir(out)
-        d, metrics, rows = build_taxonomy(cache_dir, out, site, k_spec, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling, force=force)
+        d, metrics, rows = build_taxonomy(cache_dir, out, site, k_spec, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling, roles=roles, force=force)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     if len(rows) > 1:
@@ -46,7 +47,7 @@ def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_s
             click.echo(line + ("  <- chosen" if r["chosen"] else ""))
         if "ari_planted" in rows[0]:
             click.echo("* against planted labels: reported, never used to choose.")
-    summary = f"{metrics['method']} k={metrics['k']} at {metrics['site']}: silhouette {metrics['silhouette']:.3f}, stability {metrics['stability_ari']:.3f}"
+    summary = f"{metrics['method']} k={metrics['k']} at {metrics['site']} on {metrics['n_sentences']} sentences of {','.join(metrics['roles'])} rollouts: silhouette {metrics['silhouette']:.3f}, stability {metrics['stability_ari']:.3f}"
     if "ari_planted" in metrics:
         summary += f", ARI vs planted {metrics['ari_planted']:.3f}, NMI {metrics['nmi_planted']:.3f}"
     click.echo(summary)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from latentreason.extract import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS
 from latentreason.hybrid import HybridEngine, HybridResult
 from latentreason.io import read_json, write_json
 from latentreason.pair import ModelPair
@@ -48,6 +49,8 @@ class RecoverConfig:
     taxonomy: str = "auto"  # "auto" (planted labels if the task has them, else kmeans), "planted", "kmeans", "sae" or a taxonomy directory
     k: int | None = None  # clusters for a discovered taxonomy (default: sweep 2..8)
     method: str = "optimized"  # vector extraction method: on the organism, diffmeans vectors barely move the base at mid-trace switches (see README)
+    vector_batch_size: int = DEFAULT_BATCH_SIZE  # 32; optimised vectors (and the bias vector): examples per optimiser step
+    vector_max_tokens: int | None = DEFAULT_MAX_TOKENS  # 4096; optimised vectors: padded tokens per forward pass; bounds their peak memory, not their values
     alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     thresholds: tuple[float, ...] = (0.95, 0.8, 0.5, 0.3, 0.1, 0.02)
     threshold: float = 0.5  # router threshold used for the alpha curve and the controls
@@ -66,9 +69,21 @@ class RecoverConfig:
     data: str | None = None
 
     def __post_init__(self) -> None:
+        from latentreason.extract import check_batching
+        from latentreason.sites import check_site_name
+
         for name in ("n_train", "n_dev", "n_test", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive.")
+        if self.n_train < 2:  # every run trains the bias vector, whose held-out split needs two rollouts
+            raise ValueError(f"--n-train {self.n_train} (n_train): the bias and optimised vectors hold out whole rollouts to stop training, so they need at least 2 training rollouts; pass --n-train 2 or more.")
+        try:
+            check_batching(self.vector_batch_size, self.vector_max_tokens)
+        except ValueError as e:
+            raise ValueError(f"{e} (On the command line: --vector-batch-size / --vector-max-tokens.)") from None
+        for name in ("site", "router_site"):
+            if getattr(self, name) is not None:
+                check_site_name(getattr(self, name))  # a typo fails here, before any compute
         for a in self.alphas:
             if not isinstance(a, (int, float)) or a != a:
                 raise ValueError(f"alpha {a!r} is not a number.")
@@ -79,7 +94,9 @@ class RecoverConfig:
             raise ValueError(f"decodings must be some of 'greedy', 'sampled'; got {self.decodings}.")
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        # how vectors are trained does not name the evaluation points (vectors are the run's artifact), so runs made before these settings resume
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("vector_batch_size", "vector_max_tokens")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------ artifacts
@@ -90,12 +107,13 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     from latentreason.cache import ActivationCache, cache_activations
     from latentreason.extract import categories_from, extract_vectors, write_vectors
     from latentreason.rollouts import ROLLOUTS_FILE, generate_rollouts, task_for_pair, write_rollouts
+    from latentreason.sites import site_in
     from latentreason.vectors import load_vectors
 
     rd = RunDir(out).mkdir()
     task = task_for_pair(pair, cfg.task, cfg.data) if cfg.data else task_for_pair(pair, cfg.task)
-    site = cfg.site or pair.defaults.get("site") or "resid_post.1"
-    router_site = cfg.router_site or pair.defaults.get("router_site") or site
+    site = str(site_in(pair.base_model, cfg.site or pair.defaults.get("site") or "resid_post.1"))  # depth fractions (resid_post@0.4) become layers here
+    router_site = str(site_in(pair.post_rl_model, cfg.router_site or pair.defaults.get("router_site") or site))
     if not (rd.rollouts / ROLLOUTS_FILE).exists():
         rows = generate_rollouts(pair, task, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens, batch_size=min(64, cfg.batch_size))
         write_rollouts(rd.rollouts, rows, pair, task)
@@ -110,19 +128,20 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     if taxonomy == "auto":  # planted labels where the task has them, else discover strategies with k-means
         taxonomy = "planted" if any(s.get("label") is not None for s in cache.sentences) else "kmeans"
     if taxonomy in ("kmeans", "sae"):
-        from latentreason.taxonomy import fit_from_cache, write_taxonomy
+        from latentreason.taxonomy import default_ks, fit_from_cache, write_taxonomy
 
         if not (rd.taxonomy / "manifest.json").exists():
             n_sent = len(cache.sentences)
             if cfg.k is None and n_sent < 2:
                 raise ValueError(f"The cache holds {n_sent} sentence(s); discovering strategies needs at least 2. Generate more or longer rollouts (--n-train, --max-new-tokens).")
-            ks = cfg.k or f"2-{min(8, n_sent)}"  # small runs (few sentences): never sweep more clusters than sentences
+            ks = cfg.k or default_ks(n_sent)  # small runs (few sentences): never sweep more clusters than sentences
             est, metrics, rows = fit_from_cache(cache, site, ks, (taxonomy,), random_state=cfg.seed)
             write_taxonomy(rd.taxonomy, est, cache, metrics, rows, cache_dir=rd.activations)
         taxonomy = rd.taxonomy
     if not (rd.vectors / "manifest.json").exists():
-        vecs = extract_vectors(pair, cache, taxonomy, site, cfg.method, bias=True, seed=cfg.seed)
-        write_vectors(rd.vectors, vecs, config={"method": cfg.method, "site": site, "taxonomy": str(taxonomy)}, base_path=pair.base_spec.path, cache_dir=rd.activations)
+        opt = {"batch_size": cfg.vector_batch_size, "max_tokens": cfg.vector_max_tokens}
+        vecs = extract_vectors(pair, cache, taxonomy, site, cfg.method, bias=True, seed=cfg.seed, optimize=opt)
+        write_vectors(rd.vectors, vecs, config={"method": cfg.method, "site": site, "taxonomy": str(taxonomy), **opt}, base_path=pair.base_spec.path, cache_dir=rd.activations)
     vectors = load_vectors(rd.vectors)
     strategy_vectors = [v for name, v in vectors.items() if name != "bias"]
     if not strategy_vectors:

@@ -604,6 +604,17 @@ def sweep(
     return fitted[best], rows
 
 
+DEFAULT_K = "2-8"  # the K sweep when none is given (chosen by stability, then silhouette)
+
+
+def default_ks(n_sentences: int, spec: str = DEFAULT_K) -> str:
+    """The default K sweep, never with more clusters than there are sentences: ``"2-8"``, or ``"2-n"`` for n < 8."""
+    if n_sentences < 2:
+        raise ValueError(f"The cache holds {n_sentences} sentence(s); discovering strategies needs at least 2. Generate more or longer rollouts.")
+    ks = [k for k in parse_ks(spec) if k <= n_sentences]
+    return ",".join(map(str, ks))
+
+
 def parse_ks(spec: str | int | Sequence[int]) -> list[int]:
     """``"5"`` -> [5]; ``"2-8"`` -> [2..8]; ``"3,5,8"`` -> [3, 5, 8]."""
     if isinstance(spec, int):
@@ -632,9 +643,19 @@ def parse_ks(spec: str | int | Sequence[int]) -> list[int]:
 
 
 def cache_site_check(cache: Any, site: str) -> str:
-    """The site's canonical name; raises if the cache has no activations there."""
-    from latentreason.sites import HookSite
+    """The site's canonical name; raises if the cache has no activations there.
 
+    A depth fraction (``resid_post@0.4``) is resolved as the cache resolved it: against its base
+    model's layer count, recorded in the cache's manifest.
+    """
+    from latentreason.sites import HookSite, is_depth_site, site_at_depth
+
+    if is_depth_site(site):
+        layers = (getattr(getattr(cache, "manifest", None), "extra", None) or {}).get("n_layers") or {}
+        n = layers.get("base", next(iter(layers.values()), None))
+        if n is None:
+            raise ValueError(f"Site {site!r} is a depth fraction, but the activation cache does not record its models' layer count (made before it did): name the layer instead, one of {', '.join(cache.sites)}.")
+        site = str(site_at_depth(site, int(n)))
     name = str(HookSite.parse(site))
     if name not in [str(HookSite.parse(s)) for s in cache.sites]:
         raise ValueError(f"The activation cache has no site {name!r} (it has {', '.join(cache.sites)}). Pick one of those, or re-run `latentreason cache --sites {name}`.")

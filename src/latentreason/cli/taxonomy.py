@@ -7,29 +7,31 @@ import click
 
 @click.command()
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False), help="Activation cache directory (latentreason cache --out).")
-@click.option("--site", required=True, help="Hook site to cluster at, e.g. resid_post.1 (must be in the cache).")
-@click.option("--k", "k_spec", required=True, help="Number of clusters: 5, a range 2-8 or a list 3,5,8 (a range or list is swept).")
+@click.option("--site", default=None, help="Hook site to cluster at, e.g. resid_post.1 or resid_post@0.4 (must be in the cache). Default: the cache's first site (the pair's site).")
+@click.option("--k", "k_spec", default=None, help="Number of clusters: 5, a range 2-8 or a list 3,5,8 (a range or list is swept). Default: 2-8, at most one cluster per sentence.")
 @click.option("--method", "methods", default="kmeans", show_default=True, help="kmeans, sae, or both as kmeans,sae (swept).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory, e.g. RUN/taxonomy.")
 @click.option("--seeds", "n_seeds", default=3, show_default=True, type=int, help="Seeds for the stability metric (>= 2).")
 @click.option("--seed", default=0, show_default=True, type=int, help="random_state of the chosen fit.")
 @click.option("--pooling", default="head:3", show_default=True, help="Sentence representation: 'mean' over all its tokens or 'head:N' over its first N tokens.")
-def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_seeds: int, seed: int, pooling: str) -> None:
+def taxonomy(cache_dir: str, site: str | None, k_spec: str | None, methods: str, out: str, n_seeds: int, seed: int, pooling: str) -> None:
     """Fit a k-means or top-k SAE taxonomy on post-RL sentence activations (labels.json, clusters.json, metrics.json).
 
     With several K or methods, one is chosen by stability then silhouette, never by planted labels
     (see latentreason.taxonomy.sweep).
     """
     from latentreason.cache import ActivationCache
-    from latentreason.taxonomy import METHODS, fit_from_cache, parse_ks, write_taxonomy
+    from latentreason.taxonomy import METHODS, default_ks, fit_from_cache, parse_ks, write_taxonomy
 
     ms = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         raise click.BadParameter(f"{methods!r}: use kmeans, sae or kmeans,sae.", param_hint="--method")
     try:
-        ks = parse_ks(k_spec)
+        ks = parse_ks(k_spec) if k_spec is not None else None
         cache = ActivationCache.open(cache_dir)
+        site = site or cache.sites[0]
+        ks = ks or parse_ks(default_ks(len(cache.sentences)))
         est, metrics, rows = fit_from_cache(cache, site, ks, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling)
         d = write_taxonomy(out, est, cache, metrics, rows, cache_dir=cache_dir)
     except (ValueError, FileNotFoundError) as e:

@@ -286,6 +286,38 @@ def test_microbatches_sort_by_length_and_pack_to_the_budget():
     assert microbatches(exs, None) == [[1, 3, 5, 2, 0, 4]]
 
 
+def test_specificity_reads_logits_only_at_decision_positions_and_matches_full_logits(organism, cache):
+    from latentreason.extract import decision_contexts
+    from latentreason.hooks import intervene
+    from latentreason.tasks.arith import MARKER_OF
+
+    model, tok = organism.base_model, organism.base_tokenizer
+    vec = extract_vectors(organism, cache, "planted", SITE, "diffmeans")[0]
+    contexts = decision_contexts(cache, tok)[:12]
+    seen: list[tuple[int, ...]] = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    try:
+        spec = specificity_matrix(model, tok, [vec], contexts, alpha=2.0, batch_size=5)
+    finally:
+        handle.remove()
+    assert seen and all(len(s) == 2 for s in seen)  # [rows, d_model]: one row per context, never [batch, seq, d_model]
+    mids = [tok(MARKER_OF[s], add_special_tokens=False)["input_ids"][0] for s in spec.strategies]
+    for j, strat in enumerate(spec.contexts):
+        rows = []
+        for c, lab in contexts:
+            if lab != strat:
+                continue
+            ids = torch.tensor([c])
+            with torch.no_grad():
+                p0 = model(input_ids=ids).logits[0, -1].softmax(-1)[mids]
+                add = torch.zeros(1, len(c))
+                add[0, -1] = 1.0
+                with intervene(model, [(SITE, lambda x: x + add[..., None] * (2.0 * vec.direction))]):
+                    p1 = model(input_ids=ids).logits[0, -1].softmax(-1)[mids]
+            rows.append((p1 - p0).double())
+        np.testing.assert_allclose(spec.by_context[0, j], torch.stack(rows).mean(0).numpy(), atol=1e-5)
+
+
 def test_non_positive_batching_is_refused_before_any_compute(organism):
     ex = [TargetExample((1, 5, 6, 7), 0, 1, 1, 4, group=f"r{i}") for i in range(4)]
     with pytest.raises(ValueError, match=r"batch_size=0"):

@@ -836,6 +836,7 @@ def specificity_matrix(
     device = next(base_model.parameters()).device
     pad = _pad_id(tokenizer)
     mids = torch.tensor(marker_ids, device=device)
+    body, head = lm_head_of(base_model)
 
     def probs(items: list[tuple[int, ...]], v: Tensor | None) -> Tensor:
         out = []
@@ -850,12 +851,10 @@ def specificity_matrix(
             add = torch.zeros((len(chunk), T))
             add[torch.arange(len(chunk)), last] = 1.0  # only the decision position is steered
             ids, att, add, last = ids.to(device), att.to(device), add.to(device), last.to(device)
-            if v is None:
-                logits = base_model(input_ids=ids, attention_mask=att).logits
-            else:
-                with intervene(base_model, [(vecs[0].site, lambda x: x + add[..., None].to(x.dtype) * v.to(x.dtype))]):
-                    logits = base_model(input_ids=ids, attention_mask=att).logits
-            p = logits[torch.arange(len(chunk), device=device), last].float().softmax(-1)
+            edits = [] if v is None else [(vecs[0].site, lambda x: x + add[..., None].to(x.dtype) * v.to(x.dtype))]
+            with intervene(base_model, edits):
+                h = body(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state  # [b, T, d_model]
+            p = head(h[torch.arange(len(chunk), device=device), last]).float().softmax(-1)  # logits at the decision positions only
             out.append(p[:, mids].cpu())
         return torch.cat(out).double()  # [n, n_markers]
 

@@ -1,3 +1,6 @@
+import json
+
+import pytest
 from click.testing import CliRunner
 
 from latentreason.cli import COMMANDS, main
@@ -18,11 +21,6 @@ def test_remote_caching_needs_the_nnsight_backend(tmp_path):
 
 
 # ----------------------------------------------------- sites, defaults, up-front validation, strict JSON
-
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-
 
 def strict_loads(text: str):
     """``json.loads`` that refuses bare NaN / Infinity (not JSON)."""
@@ -140,6 +138,10 @@ def test_recover_config_carries_the_vector_budget_to_extraction():
 
     cfg = RecoverConfig()
     assert (cfg.vector_batch_size, cfg.vector_max_tokens) == (DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS)
+    from latentreason.cli.recover import recover
+
+    flags = {p.name: p.default for p in recover.params}
+    assert (flags["vector_batch_size"], flags["vector_max_tokens"]) == (cfg.vector_batch_size, cfg.vector_max_tokens)  # documented defaults agree
     assert dataclasses.replace(cfg, vector_max_tokens=512, vector_batch_size=4).key() == cfg.key()  # vector settings do not rename evaluation points
     with pytest.raises(ValueError, match="--n-train"):
         RecoverConfig(n_train=1)

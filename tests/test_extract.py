@@ -177,6 +177,155 @@ def test_early_stopping_uses_the_held_out_split_and_keeps_the_best_epoch(organis
     assert float(res.direction.norm()) <= 10.0 + 1e-4
 
 
+# ------------------------------------------------------------ target-only logits, bounded memory
+
+
+def random_examples(vocab: int, n: int = 9, seed: int = 0) -> list[TargetExample]:
+    """Examples of varied length; odd ones add ``v`` over the sentence, and tokens run past the last target."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        n_tok = int(torch.randint(8, 40, (1,), generator=g))
+        ids = tuple(torch.randint(3, vocab, (n_tok,), generator=g).tolist())
+        ts = int(torch.randint(1, n_tok - 4, (1,), generator=g))
+        te = int(torch.randint(ts + 1, n_tok - 2, (1,), generator=g))
+        out.append(TargetExample(ids, ts - 1, te - 1 if i % 2 else ts, ts, te, group=f"g{i}"))
+    return out
+
+
+def full_logits_reference(model, site, v, examples):
+    """The loss as it was computed before: every example whole, full-vocabulary logits at every position."""
+    from latentreason.hooks import intervene
+
+    T = max(len(e.input_ids) for e in examples)
+    ids = torch.zeros((len(examples), T), dtype=torch.long)
+    att = torch.zeros_like(ids)
+    add = torch.zeros((len(examples), T))
+    tgt = torch.zeros((len(examples), T), dtype=torch.bool)
+    for j, e in enumerate(examples):
+        ids[j, : len(e.input_ids)], att[j, : len(e.input_ids)] = torch.tensor(e.input_ids), 1
+        add[j, e.add_start : e.add_end], tgt[j, e.target_start : e.target_end] = 1.0, True
+    with intervene(model, [(site, lambda x: x + add[..., None] * v)]):
+        logits = model(input_ids=ids, attention_mask=att).logits  # [b, T, vocab]
+    mask = tgt[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float()[mask], ids[:, 1:][mask], reduction="sum")
+    (grad,) = torch.autograd.grad(ce, v)
+    return float(ce.detach()), grad, int(mask.sum())
+
+
+@pytest.mark.parametrize("which", ["organism", "llama", "gpt2"])
+@pytest.mark.parametrize("max_tokens,head_rows", [(None, None), (40, None), (64, 3)])
+def test_target_only_logits_give_the_full_logits_loss_and_gradient(which, max_tokens, head_rows, organism, make_tiny, monkeypatch):
+    import latentreason.extract as ex
+
+    model = organism.base_model if which == "organism" else make_tiny(which, vocab=96)
+    vocab, d = model.config.vocab_size, model.config.hidden_size
+    if head_rows:  # force the LM head to run in chunks of 3 target rows
+        monkeypatch.setattr(ex, "LOGIT_CHUNK_ELEMENTS", head_rows * model.get_output_embeddings().weight.shape[0])
+    examples = random_examples(vocab)
+    v = (torch.randn(d, generator=torch.Generator().manual_seed(1)) * 2).requires_grad_(True)
+    with ex._frozen(model):
+        ref_loss, ref_grad, ref_n = full_logits_reference(model, SITE, v, examples)
+        loss, n = ex.vector_loss(model, SITE, v, examples, max_tokens=max_tokens, grad_scale=1.0)
+    assert n == ref_n == sum(e.target_end - e.target_start for e in examples)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    torch.testing.assert_close(v.grad, ref_grad, rtol=1e-5, atol=1e-5 * float(ref_grad.abs().max()))
+
+
+def test_no_full_vocabulary_logits_are_built_in_training(organism, cache, monkeypatch):
+    """The LM head only ever sees target rows ``[m, d_model]``, never ``[batch, seq, d_model]``."""
+    import latentreason.extract as ex
+    from latentreason.extract import rollout_token_ids, sentence_examples
+
+    monkeypatch.setattr(ex, "LOGIT_CHUNK_ELEMENTS", 5 * organism.base_model.config.vocab_size)  # chunks of 5 rows
+    model = organism.base_model
+    seen: list[tuple[int, ...]] = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    try:
+        ids = rollout_token_ids(cache, organism.base_tokenizer)
+        exs = sentence_examples(cache, ids, [s["label"] for s in cache.sentences])["difference"]
+        optimize_vector(model, SITE, exs, scale=30.0, max_epochs=2, batch_size=4)
+        n_targets = sum(e.target_end - e.target_start for e in exs)
+    finally:
+        handle.remove()
+    assert seen and all(len(s) == 2 and s[0] <= 5 for s in seen), sorted(set(seen))[:5]
+    assert sum(s[0] for s in seen) >= 2 * n_targets  # 2 epochs over train and held-out examples, target rows only
+
+
+def test_max_tokens_bounds_every_forward_pass_and_leaves_the_vector_unchanged(organism, make_tiny):
+    from latentreason.extract import _frozen
+
+    model = make_tiny("llama", vocab=96)
+    examples = random_examples(96, n=12) + [TargetExample(tuple(range(3, 63)), 4, 5, 5, 9, group="long")]  # 60 tokens, target ends at 9
+    shapes: list[tuple[int, int]] = []
+    body = model.base_model
+    handle = body.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        with _frozen(model):
+            small = optimize_vector(model, "resid_post.1", examples, scale=3.0, lr=0.3, max_epochs=3, batch_size=6, max_tokens=48)
+        bounded = list(shapes)
+        shapes.clear()
+        big = optimize_vector(model, "resid_post.1", examples, scale=3.0, lr=0.3, max_epochs=3, batch_size=6, max_tokens=None)
+    finally:
+        handle.remove()
+    assert bounded and all(b * t <= 48 or b == 1 for b, t in bounded)
+    assert max(t for _, t in bounded + shapes) <= 39  # every example is cut at its last target: the 60-token one runs 9
+    assert max(b * t for b, t in shapes) > 48  # without a budget a step runs in one pass
+    assert (small.batch_size, small.max_tokens, big.max_tokens) == (6, 48, None)
+    torch.testing.assert_close(small.direction, big.direction, rtol=1e-4, atol=1e-5)
+    assert small.heldout_loss == pytest.approx(big.heldout_loss, rel=1e-5)
+
+
+def test_microbatches_sort_by_length_and_pack_to_the_budget():
+    from latentreason.extract import microbatches
+
+    exs = [TargetExample(tuple(range(n)), 0, 1, 1, n) for n in (10, 3, 7, 3, 20, 5)]
+    packs = microbatches(exs, 15)
+    assert sorted(i for p in packs for i in p) == list(range(6))
+    assert packs == [[1, 3, 5], [2], [0], [4]]  # 3+3+5 -> 3*5=15; 7 alone (2*10 > 15); 20 longer than the budget runs alone
+    assert microbatches(exs, None) == [[1, 3, 5, 2, 0, 4]]
+
+
+def test_specificity_reads_logits_only_at_decision_positions_and_matches_full_logits(organism, cache):
+    from latentreason.extract import decision_contexts
+    from latentreason.hooks import intervene
+    from latentreason.tasks.arith import MARKER_OF
+
+    model, tok = organism.base_model, organism.base_tokenizer
+    vec = extract_vectors(organism, cache, "planted", SITE, "diffmeans")[0]
+    contexts = decision_contexts(cache, tok)[:12]
+    seen: list[tuple[int, ...]] = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    try:
+        spec = specificity_matrix(model, tok, [vec], contexts, alpha=2.0, batch_size=5)
+    finally:
+        handle.remove()
+    assert seen and all(len(s) == 2 for s in seen)  # [rows, d_model]: one row per context, never [batch, seq, d_model]
+    mids = [tok(MARKER_OF[s], add_special_tokens=False)["input_ids"][0] for s in spec.strategies]
+    for j, strat in enumerate(spec.contexts):
+        rows = []
+        for c, lab in contexts:
+            if lab != strat:
+                continue
+            ids = torch.tensor([c])
+            with torch.no_grad():
+                p0 = model(input_ids=ids).logits[0, -1].softmax(-1)[mids]
+                add = torch.zeros(1, len(c))
+                add[0, -1] = 1.0
+                with intervene(model, [(SITE, lambda x: x + add[..., None] * (2.0 * vec.direction))]):
+                    p1 = model(input_ids=ids).logits[0, -1].softmax(-1)[mids]
+            rows.append((p1 - p0).double())
+        np.testing.assert_allclose(spec.by_context[0, j], torch.stack(rows).mean(0).numpy(), atol=1e-5)
+
+
+def test_non_positive_batching_is_refused_before_any_compute(organism):
+    ex = [TargetExample((1, 5, 6, 7), 0, 1, 1, 4, group=f"r{i}") for i in range(4)]
+    with pytest.raises(ValueError, match=r"batch_size=0"):
+        optimize_vector(organism.base_model, SITE, ex, scale=1.0, batch_size=0)
+    with pytest.raises(ValueError, match=r"max_tokens=0"):
+        optimize_vector(organism.base_model, SITE, ex, scale=1.0, max_tokens=0)
+
+
 # ------------------------------------------------------------------------ refusals
 
 
@@ -223,8 +372,23 @@ def test_bad_method_and_missing_site_are_refused(organism, cache):
         extract_vectors(organism, cache, "planted", SITE, "pca")
     with pytest.raises(ValueError, match="no site 'resid_post.2'"):
         extract_vectors(organism, cache, "planted", "resid_post.2", "diffmeans")
-    with pytest.raises(ValueError, match="Name a site"):
-        extract_vectors(organism, cache, "planted", None, "diffmeans")
+    with pytest.raises(ValueError, match=r"batch_size=0.*positive integer"):
+        extract_vectors(organism, cache, "planted", SITE, "optimized", optimize={"batch_size": 0})
+    with pytest.raises(ValueError, match=r"max_tokens=-1.*positive integer"):
+        extract_vectors(organism, cache, "planted", SITE, "optimized", optimize={"max_tokens": -1})
+
+
+def test_the_site_defaults_to_the_pairs_site_and_takes_depth_fractions(organism, cache):
+    from latentreason.extract import default_site
+
+    assert len(cache.sites) == 2 and organism.defaults["site"] == SITE
+    assert all(str(v.site) == SITE for v in extract_vectors(organism, cache, "planted", None, "diffmeans"))  # the pair's site, held by the cache
+    assert default_site(cache, "planted", {"site": "resid_post.0"}) == "resid_post.0"
+    assert default_site(cache, "planted", {"site": "resid_post.2"}) == cache.sites[0]  # not cached: the cache's first site
+    assert default_site(cache, "planted", None) == cache.sites[0]
+    depth = extract_vectors(organism, cache, "planted", "resid_post@0.4", "diffmeans")  # floor(0.4 * 3 layers) = 1
+    plain = extract_vectors(organism, cache, "planted", SITE, "diffmeans")
+    assert [str(v.site) for v in depth] == [SITE] * len(plain) and all(torch.equal(a.direction, b.direction) for a, b in zip(depth, plain))
 
 
 def test_extract_vectors_is_exported_lazily_from_the_package():
@@ -252,6 +416,27 @@ def test_cli_writes_vectors_with_a_manifest_and_refuses_another_site(organism, c
     assert json.loads((out / "specificity.json").read_text())["vectors"] == sorted(vecs)
     res = CliRunner().invoke(main, ["extract", "--pair", organism.source, "--cache", str(cache.directory), "--taxonomy", "planted", "--site", "resid_post.2", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "no site 'resid_post.2'" in res.output and "Traceback" not in res.output
+
+
+def test_cli_batch_size_and_max_tokens_reach_the_optimiser(organism, cache, tmp_path):
+    from latentreason.cli import main
+    from latentreason.cli.extract import DEFAULT_BATCH_SIZE as CLI_BATCH
+    from latentreason.cli.extract import DEFAULT_MAX_TOKENS as CLI_TOKENS
+    from latentreason.extract import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS
+    from latentreason.manifest import Manifest
+    from latentreason.vectors import load_vectors
+
+    assert (CLI_BATCH, CLI_TOKENS) == (DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS)
+    out = tmp_path / "opt"
+    args = ["extract", "--pair", organism.source, "--cache", str(cache.directory), "--taxonomy", "planted", "--site", "resid_post@0.4", "--method", "optimized", "--bias", "--epochs", "1", "--max-examples", "6"]
+    res = CliRunner().invoke(main, [*args, "--batch-size", "3", "--max-tokens", "64", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    vecs = load_vectors(out)
+    assert vecs and all(v.provenance["batch_size"] == 3 and v.provenance["max_tokens"] == 64 and str(v.site) == SITE for v in vecs.values())
+    assert {"batch_size": 3, "max_tokens": 64, "site": SITE}.items() <= Manifest.read(out, kind="vectors").config.items()
+    for flag in ("--batch-size", "--max-tokens"):
+        res = CliRunner().invoke(main, [*args, flag, "0", "--out", str(tmp_path / "bad")])
+        assert res.exit_code != 0 and flag in res.output and "Traceback" not in res.output and not (tmp_path / "bad").exists()
 
 
 # ------------------------------------------------------------------------ organism

@@ -5,7 +5,7 @@ import pytest
 import latentreason.recovery as rec
 from latentreason.recovery import RecoverConfig, run_recovery
 
-SMALL = RecoverConfig(n_train=30, n_dev=8, n_test=16, alphas=(2.0,), thresholds=(0.5,), random_seeds=1, decodings=("greedy",), interventions=False, n_boot=200)
+SMALL = RecoverConfig(n_train=30, n_dev=8, n_test=16, alphas=(2.0,), thresholds=(0.5,), random_seeds=1, decodings=("greedy",), interventions=False, n_boot=200, vector_max_tokens=256)
 POINT_KEYS = {"router", "is_oracle", "control", "alpha", "budget", "acc", "recovery", "recovery_ci", "n", "decoding"}
 
 
@@ -29,6 +29,18 @@ def test_recovery_json_has_every_point_with_controls_and_an_oracle_label(run):
     assert all(not p["is_oracle"] for p in on_disk["points"] if p["router"] != "oracle")
     for name in ("recovery_vs_budget", "recovery_vs_alpha"):
         assert (out / "recovery" / f"{name}.png").stat().st_size > 0 and (out / "recovery" / f"{name}.svg").exists()
+
+
+def test_the_vector_budget_reaches_the_optimiser_and_the_json_is_strict(run):
+    from latentreason.io import dumps_json
+    from latentreason.manifest import Manifest
+    from latentreason.vectors import load_vectors
+
+    out, result = run
+    vecs = load_vectors(out / "vectors")
+    assert "bias" in vecs and all(v.provenance["max_tokens"] == 256 and v.provenance["batch_size"] == SMALL.vector_batch_size for v in vecs.values())
+    assert Manifest.read(out / "vectors", kind="vectors").config["max_tokens"] == 256
+    json.loads(dumps_json(result), parse_constant=lambda c: pytest.fail(f"bare {c}"))  # what recover --json prints
 
 
 def test_router_steers_few_tokens_and_recovers_on_the_organism(run):

@@ -141,3 +141,53 @@ def test_an_edit_at_a_site_changes_exactly_what_is_recorded_there(tiny_model):
     with torch.no_grad(), intervene(tiny_model, [("resid_post.0", lambda x: x + delta)]), record(tiny_model, ["resid_pre.1"]) as steered:
         tiny_model(input_ids=ids)
     assert torch.allclose(steered["resid_pre.1"][0], base["resid_pre.1"][0] + delta, atol=1e-5)
+
+
+# ------------------------------------------------------------------ depth fractions and the LM head
+
+
+def test_a_depth_fraction_names_the_floor_of_that_share_of_the_models_layers(make_tiny):
+    from latentreason.sites import site_in, sites_in
+
+    model = make_tiny("llama", layers=5)
+    assert site_in(model, "resid_post@0.4") == HookSite("resid_post", 2)  # floor(0.4 * 5)
+    assert site_in(model, "mlp_out@0") == HookSite("mlp_out", 0)
+    assert site_in(model, "resid_pre@1") == HookSite("resid_pre", 4)  # at most the last layer
+    assert site_in(model, "blocks.3.hook_resid_post") == HookSite("resid_post", 3)
+    assert sites_in(model, "resid_post@0.4,resid_post.2,attn_out@0.9") == [HookSite("resid_post", 2), HookSite("attn_out", 4)]
+
+
+@pytest.mark.parametrize("name", ["resid_post@1.5", "resid_post@-0.1", "resid_mid@0.4", "resid_post@", "resid_post@0.4x"])
+def test_malformed_depth_fractions_name_both_spellings(name):
+    from latentreason.sites import check_site_name
+
+    with pytest.raises(ValueError, match=r"Cannot parse hook site.*depth fraction.*resid_post@0\.4"):
+        check_site_name(name)
+
+
+def test_a_named_layer_is_still_checked_against_the_model(make_tiny):
+    from latentreason.sites import site_in
+
+    with pytest.raises(ValueError, match="layers 0–2"):
+        site_in(make_tiny("qwen2"), "resid_post.3")
+
+
+def test_presets_and_the_command_line_share_one_depth_parser():
+    import latentreason.presets as presets
+    import latentreason.sites as sites
+
+    assert not hasattr(presets, "_DEPTH_SITE")
+    assert sites.is_depth_site("resid_post@0.4") and not sites.is_depth_site("resid_post.4")
+
+
+def test_the_lm_head_applied_to_the_bodys_hidden_states_gives_the_models_logits(tiny_model):
+    from latentreason.sites import lm_head_of
+
+    ids = ids_for(tiny_model)
+    body, head = lm_head_of(tiny_model)
+    assert body is not tiny_model
+    with torch.no_grad():
+        full = tiny_model(input_ids=ids).logits
+        h = body(input_ids=ids, use_cache=False).last_hidden_state
+        torch.testing.assert_close(head(h), full, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(head(h[0, 3:5]), full[0, 3:5], rtol=1e-5, atol=1e-5)  # rows gathered anywhere

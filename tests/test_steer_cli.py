@@ -126,3 +126,20 @@ def test_steer_prompt_loop_in_a_terminal(pair_spec, vector_dir):
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_steer_json_is_strict_and_site_takes_a_depth_fraction(pair_spec, vector_dir):
+    from latentreason.cli.steer import Session
+    from latentreason.pair import load_pair
+    from latentreason.vectors import load_vectors
+
+    res = invoke("--pair", pair_spec, "--vectors", str(vector_dir), "--prompt", "3+4", "--max-new-tokens", "4", "--json")
+    assert res.exit_code == 0, res.output
+    json.loads(res.output, parse_constant=lambda c: pytest.fail(f"bare {c} in --json output"))
+    session = Session(load_pair(pair_spec), "base", load_vectors(vector_dir), ["step"])
+    assert "step (resid_post.1)" in session.command(":site resid_post@0.5")  # floor(0.5 * 3 layers)
+    assert "step@resid_post.2 (resid_post.2)" in session.command(":site resid_post@1")  # at most the last layer
+    with pytest.raises(ValueError, match=r"No vector 'step' at resid_post\.0"):
+        session.command(":site resid_post@0.2")
+    with pytest.raises(ValueError, match="depth fraction"):
+        session.command(":site resid_post@3")

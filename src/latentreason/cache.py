@@ -44,7 +44,7 @@ from latentreason.manifest import MANIFEST_NAME, Manifest, UnfinishedArtifactErr
 from latentreason.pair import ModelPair, resolve_dtype
 from latentreason.rollouts import check_task, read_rollouts, rollouts_dir
 from latentreason.segment import sentences_from_records, split_sentences, token_spans
-from latentreason.sites import HookSite, parse_sites, resolve
+from latentreason.sites import HookSite, num_layers, parse_sites, resolve, site_at_depth, split_site_names
 from latentreason.stage import RESUME, REUSE, open_stage
 
 log = logging.getLogger(__name__)
@@ -300,6 +300,7 @@ def cache_activations(
 ) -> Path:
     """Cache activations of ``models`` at ``sites`` on the rollouts at ``rollouts`` (``RUN`` or ``RUN/rollouts``) into ``out``.
 
+    ``sites`` are names (``resid_post.2``) or depth fractions of the base model (``resid_post@0.4``).
     Resumes an unfinished run in ``out``; returns ``out`` when the cache is complete. A cache
     with other settings, or made from other rollouts, is refused with the differing keys named
     (``force=True`` replaces it); ``out`` is locked while written.
@@ -313,7 +314,8 @@ def cache_activations(
     """
     bk = None if isinstance(backend, str) else backend  # a configured backend instance (e.g. nnsight with remote=True)
     name = backend if bk is None else getattr(bk, "name", type(bk).__name__)
-    cfg = CacheConfig(tuple(str(s) for s in parse_sites(sites if isinstance(sites, str) else [str(s) for s in sites])), tuple(models), dtype, batch_size, shard_tokens, name)
+    n_layers = num_layers(pair.base_model)  # a depth fraction (resid_post@0.4) names a layer of the base model, as in presets
+    cfg = CacheConfig(tuple(str(site_at_depth(s, n_layers)) for s in split_site_names(sites)), tuple(models), dtype, batch_size, shard_tokens, name)
     site_objs = [HookSite.parse(s) for s in cfg.sites]
     for role in cfg.models:
         model = pair.model(role)  # raises on an unknown role
@@ -382,6 +384,7 @@ def _finish(pair: ModelPair, rows, plan: _Plan, cfg: CacheConfig, st, done, rdir
             "n_sentences": sum(len(r["sentences"]) for r in index_rows),
             "n_tokens": {role: sum(t.length for t in plan.tokens[role]) for role in cfg.models},
             "d_model": {role: hidden_size_of(pair.model(role)) for role in cfg.models},
+            "n_layers": {role: num_layers(pair.model(role)) for role in dict.fromkeys(("base", *cfg.models))},  # resolves depth fractions (resid_post@0.4) later
             "shards": done,
             "index": INDEX,
             "device": str(next(pair.model(cfg.models[0]).parameters()).device),

@@ -21,6 +21,10 @@ a sentence: the token just before its first token, where the model decides what 
   positions whose outputs predict the sentence). Adam; ``||v||`` capped; a held-out split of
   rollouts decides early stopping and the returned vector; seeded. On the organism the decision
   form lowers held-out CE two to three times more and is far more specific (see the report).
+  Training scales with the model and the traces: logits are computed only at target positions
+  (the body runs to its final hidden states, the LM head sees only the rows the loss reads),
+  examples are cut at their last target and sorted by length, and each step runs as forward
+  passes of at most ``max_tokens`` padded tokens (:func:`vector_loss`).
 * ``--bias`` adds a general ``bias`` vector trained with the same objective over whole post-RL
   completions (whatever ``method`` is; its ``method`` field is ``"bias"``).
 
@@ -46,7 +50,7 @@ from torch import Tensor
 
 from latentreason.fingerprint import hidden_size_of, model_fingerprint
 from latentreason.hooks import intervene
-from latentreason.sites import HookSite, resolve
+from latentreason.sites import HookSite, is_depth_site, lm_head_of, resolve, site_in
 from latentreason.vectors import SteeringVector
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,9 @@ log = logging.getLogger(__name__)
 EXTRACT_METHODS = ("diffmeans", "probe", "optimized")
 POSITIONS = ("decision", "sentence")  # where an optimised category vector is added during training
 VECTORS_KIND = "vectors"
+DEFAULT_BATCH_SIZE = 32  # optimised vectors: examples per optimiser step
+DEFAULT_MAX_TOKENS = 4096  # optimised vectors: padded tokens per forward pass (bounds peak memory; the result does not depend on it)
+LOGIT_CHUNK_ELEMENTS = 1 << 24  # logits alive at once in the loss (64 MB in float32): 341 target rows of a 49,152-token vocabulary
 
 
 # ------------------------------------------------------------------ closed-form methods
@@ -159,6 +166,8 @@ class OptimizeResult:
     n_heldout: int
     max_norm: float
     history: list[dict[str, float]] = field(default_factory=list)
+    batch_size: int = DEFAULT_BATCH_SIZE  # examples per optimiser step
+    max_tokens: int | None = DEFAULT_MAX_TOKENS  # padded tokens per forward pass
 
 
 class _frozen:
@@ -177,40 +186,114 @@ class _frozen:
             p.requires_grad_(f)
 
 
-def _batch(examples: Sequence[TargetExample], pad_id: int, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Right-padded ids, attention mask, add mask ``[b, T]`` and target mask ``[b, T]`` (target positions)."""
-    T = max(len(e.input_ids) for e in examples)
+def _length(e: TargetExample) -> int:
+    """Tokens of ``e`` a forward pass needs: up to its last target (later tokens cannot change the loss of a causal LM)."""
+    return e.target_end
+
+
+def microbatches(examples: Sequence[TargetExample], max_tokens: int | None) -> list[list[int]]:
+    """Indices of ``examples`` packed into forward passes of at most ``max_tokens`` padded tokens.
+
+    Examples are sorted by length (so little padding is run) and packed greedily: a pass of
+    ``b`` examples whose longest has ``T`` tokens costs ``b * T``. An example longer than the
+    budget runs alone. ``max_tokens=None``: one pass.
+    """
+    order = sorted(range(len(examples)), key=lambda i: (_length(examples[i]), i))
+    if max_tokens is None:
+        return [order] if order else []
+    out: list[list[int]] = []
+    for i in order:
+        if out and (len(out[-1]) + 1) * _length(examples[i]) <= max_tokens:  # sorted: i is the longest so far
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def _batch(examples: Sequence[TargetExample], pad_id: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded ids, add mask ``[b, T]`` and target mask ``[b, T]`` (target positions), each example cut at its last target."""
+    T = max(_length(e) for e in examples)
     ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    att = torch.zeros((len(examples), T), dtype=torch.long)
     add = torch.zeros((len(examples), T))
     tgt = torch.zeros((len(examples), T), dtype=torch.bool)
     for j, e in enumerate(examples):
-        ids[j, : len(e.input_ids)] = torch.tensor(e.input_ids)
-        att[j, : len(e.input_ids)] = 1
+        ids[j, : _length(e)] = torch.tensor(e.input_ids[: _length(e)])
         add[j, e.add_start : e.add_end] = 1.0
         tgt[j, e.target_start : e.target_end] = True
-    return ids.to(device), att.to(device), add.to(device), tgt.to(device)
+    return ids.to(device), add.to(device), tgt.to(device)
 
 
-def _loss(model, site: HookSite, v: Tensor, examples: Sequence[TargetExample], pad_id: int) -> tuple[Tensor, int]:
-    """Summed CE over target tokens with ``v`` added, and the number of target tokens."""
+def _head_rows(model: torch.nn.Module) -> int:
+    """Target rows per LM-head call: about ``LOGIT_CHUNK_ELEMENTS`` logits (64 MB in float32) at a time."""
+    return max(1, LOGIT_CHUNK_ELEMENTS // int(model.get_output_embeddings().weight.shape[0]))
+
+
+def vector_loss(
+    model: torch.nn.Module,
+    site: str | HookSite,
+    v: Tensor,
+    examples: Sequence[TargetExample],
+    *,
+    pad_token_id: int = 0,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    grad_scale: float | None = None,
+) -> tuple[float, int]:
+    """Summed cross-entropy of the examples' target tokens with ``v`` ``[d_model]`` added at ``site``, and their count.
+
+    Logits are computed only where the loss reads them: the model body runs to its final hidden
+    states (:func:`latentreason.sites.lm_head_of`), the rows predicting target tokens are
+    gathered, and the LM head is applied to those rows only, about ``LOGIT_CHUNK_ELEMENTS`` logits
+    at a time; no ``[batch, seq, vocab]`` tensor is built. Examples are cut at their last target
+    and packed into forward passes of at most ``max_tokens`` padded tokens (:func:`microbatches`),
+    which bounds peak memory without changing the loss beyond float rounding.
+
+    With ``grad_scale``, ``grad_scale * loss`` is also back-propagated into ``v`` (accumulating in
+    the ``.grad`` of the leaves ``v`` depends on); each pass frees its graph before the next.
+    """
+    site = HookSite.parse(site)
+    body, head = lm_head_of(model)
     device = v.device
-    ids, att, add, tgt = _batch(examples, pad_id, device)
-    with intervene(model, [(site, lambda x: x + add[..., None].to(x.dtype) * v.to(x.dtype))]):
-        logits = model(input_ids=ids, attention_mask=att).logits  # [b, T, vocab]
-    pred = logits[:, :-1].float()  # position p predicts token p + 1
-    mask = tgt[:, 1:]
-    ce = torch.nn.functional.cross_entropy(pred[mask], ids[:, 1:][mask], reduction="sum")
-    return ce, int(mask.sum())
+    rows = _head_rows(model)
+    train = grad_scale is not None and v.requires_grad
+    leaf = v.detach().requires_grad_(True) if train else v  # passes accumulate here; v's own graph is walked once, at the end
+    total, count = 0.0, 0
+    for mb in microbatches(examples, max_tokens):
+        ids, add, tgt = _batch([examples[i] for i in mb], pad_token_id, device)
+        # right padding under a causal mask: no real token attends to a pad, so no attention mask is needed
+        with intervene(model, [(site, lambda x: x + add[..., None].to(x.dtype) * leaf.to(x.dtype))]):
+            h = body(input_ids=ids, use_cache=False).last_hidden_state  # [b, T, d_model], after the final norm
+        mask = tgt[:, 1:]  # position p predicts token p + 1
+        hs, labels = h[:, :-1][mask], ids[:, 1:][mask]  # [m, d_model], [m]: the only rows that reach the LM head
+        count += int(labels.numel())
+        if not train:
+            for a in range(0, len(labels), rows):
+                total += float(torch.nn.functional.cross_entropy(head(hs[a : a + rows]).float(), labels[a : a + rows], reduction="sum"))
+            continue
+        grad = torch.empty_like(hs)
+        for a in range(0, len(labels), rows):  # one chunk of logits alive at a time, forward and backward
+            hc = hs[a : a + rows].detach().requires_grad_(True)
+            with torch.enable_grad():
+                ce = torch.nn.functional.cross_entropy(head(hc).float(), labels[a : a + rows], reduction="sum")
+                (grad[a : a + rows],) = torch.autograd.grad(ce * grad_scale, hc)
+            total += float(ce.detach())
+        hs.backward(grad)
+    if train and leaf.grad is not None:
+        v.backward(leaf.grad)
+    return total, count
 
 
-def _mean_loss(model, site, v, examples, pad_id, batch_size) -> float:
-    total, n = 0.0, 0
+def _mean_loss(model, site, v, examples, pad_id, max_tokens) -> float:
     with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            ce, m = _loss(model, site, v, examples[i : i + batch_size], pad_id)
-            total, n = total + float(ce), n + m
+        total, n = vector_loss(model, site, v, examples, pad_token_id=pad_id, max_tokens=max_tokens)
     return total / max(n, 1)
+
+
+def check_batching(batch_size: int, max_tokens: int | None) -> None:
+    """Refuse a non-positive optimiser batch or token budget, before any compute."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: an optimiser step needs at least 1 example; give a positive integer (default {DEFAULT_BATCH_SIZE}).")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"max_tokens={max_tokens!r}: the token budget per forward pass must be a positive integer (default {DEFAULT_MAX_TOKENS}), or None for one pass per step.")
 
 
 def heldout_split(examples: Sequence[TargetExample], fraction: float, seed: int) -> tuple[list[TargetExample], list[TargetExample]]:
@@ -240,7 +323,8 @@ def optimize_vector(
     lr: float = 0.05,
     max_epochs: int = 30,
     patience: int = 3,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     heldout_fraction: float = 0.2,
     pad_token_id: int = 0,
     seed: int = 0,
@@ -252,11 +336,18 @@ def optimize_vector(
     onto ``max_norm`` (default ``scale``). The held-out CE (a seeded split by rollout) is measured
     before training and after each epoch; the vector with the lowest held-out CE is returned and
     training stops after ``patience`` epochs without improvement. Deterministic given ``seed``.
+
+    Memory: each optimiser step averages the CE over ``batch_size`` examples, run as forward passes
+    of at most ``max_tokens`` padded tokens each (gradients accumulated), and logits exist only at
+    target positions (:func:`vector_loss`). ``max_tokens`` bounds peak memory (an example longer
+    than it runs alone) and changes the result only by float rounding; ``batch_size`` is the
+    optimisation's batch and does change it.
     """
     site = HookSite.parse(site)
     resolve(model, site)
     if not examples:
         raise ValueError("optimize_vector got no examples.")
+    check_batching(batch_size, max_tokens)
     d = hidden_size_of(model)
     device = next(model.parameters()).device
     max_norm = float(scale if max_norm is None else max_norm)
@@ -272,7 +363,7 @@ def optimize_vector(
     was_training = model.training
     model.eval()
     with _frozen(model):
-        zero = _mean_loss(model, site, torch.zeros(d, device=device), held, pad_token_id, batch_size)
+        zero = _mean_loss(model, site, torch.zeros(d, device=device), held, pad_token_id, max_tokens)
         best, best_u, best_epoch, bad, epochs, train_loss = zero, u.detach().clone(), 0, 0, 0, float("nan")
         history = [{"epoch": 0, "heldout": zero}]
         for epoch in range(1, max_epochs + 1):
@@ -281,17 +372,17 @@ def optimize_vector(
             tot, ntok = 0.0, 0
             for i in range(0, len(order), batch_size):
                 chunk = [train[j] for j in order[i : i + batch_size]]
-                ce, m = _loss(model, site, vec(), chunk, pad_token_id)
+                m = sum(e.target_end - e.target_start for e in chunk)
                 opt.zero_grad()
-                (ce / max(m, 1)).backward()
+                ce, _ = vector_loss(model, site, vec(), chunk, pad_token_id=pad_token_id, max_tokens=max_tokens, grad_scale=1.0 / max(m, 1))
                 opt.step()
                 with torch.no_grad():
                     n = float(vec().norm())
                     if n > max_norm:
                         u.mul_(max_norm / n)
-                tot, ntok = tot + float(ce.detach()), ntok + m
+                tot, ntok = tot + ce, ntok + m
             train_loss = tot / max(ntok, 1)
-            h = _mean_loss(model, site, vec().detach(), held, pad_token_id, batch_size)
+            h = _mean_loss(model, site, vec().detach(), held, pad_token_id, max_tokens)
             history.append({"epoch": epoch, "train": train_loss, "heldout": h, "norm": float(vec().detach().norm())})
             if h < best - 1e-6:
                 best, best_u, best_epoch, bad = h, u.detach().clone(), epoch, 0
@@ -302,7 +393,7 @@ def optimize_vector(
     model.train(was_training)
     if best_epoch == 0:
         log.info("optimize_vector: no epoch beat the held-out loss without a vector (%.4f); returning a zero vector. Use more examples, epochs or a larger lr.", zero)
-    return OptimizeResult((best_u * unit).detach().cpu().float(), best, zero, train_loss, epochs, best_epoch, len(train), len(held), max_norm, history)
+    return OptimizeResult((best_u * unit).detach().cpu().float(), best, zero, train_loss, epochs, best_epoch, len(train), len(held), max_norm, history, batch_size, max_tokens)
 
 
 # --------------------------------------------------------------------- cache glue
@@ -445,6 +536,22 @@ def _subsample(examples: list[TargetExample], n: int | None, seed: int) -> list[
     return [examples[i] for i in idx]
 
 
+def default_site(cache: Any, taxonomy: Any = None, defaults: Mapping[str, Any] | None = None) -> str:
+    """Where vectors go when no site is named: the taxonomy's site (a taxonomy directory or estimator),
+    else the pair's default site (``defaults["site"]``) if the cache holds it, else the cache's first site."""
+    if taxonomy not in (None, "planted"):
+        from latentreason.taxonomy import _Taxonomy, load_taxonomy
+
+        t_site = getattr(taxonomy if isinstance(taxonomy, _Taxonomy) else load_taxonomy(taxonomy), "site_", None)
+        if t_site is not None:
+            return str(t_site)
+    names = [str(HookSite.parse(s)) for s in cache.sites]
+    pair_site = (defaults or {}).get("site")
+    if pair_site is not None and not is_depth_site(pair_site) and str(HookSite.parse(pair_site)) in names:
+        return str(HookSite.parse(pair_site))
+    return names[0]
+
+
 def _open_cache(cache: Any) -> tuple[Any, Path | None]:
     if isinstance(cache, (str, os.PathLike)):
         from latentreason.cache import ActivationCache
@@ -477,7 +584,8 @@ def extract_vectors(
             (then pass ``tokenizer`` for ``optimized`` / ``bias``; prompts are used unformatted).
         cache: an :class:`~latentreason.cache.ActivationCache` or its directory (must hold the base model).
         taxonomy: ``"planted"`` / ``None`` (planted labels), a taxonomy directory, or a fitted taxonomy.
-        site: hook site; defaults to the taxonomy's site, else the cache's only site.
+        site: hook site (``resid_post.3``, or a depth fraction of the base model, ``resid_post@0.4``);
+            default: :func:`default_site`.
         method: ``diffmeans``, ``probe`` or ``optimized``.
         bias: also train the general ``bias`` vector (optimised over whole completions).
         min_examples: categories with fewer decision positions get no vector (logged); so does an
@@ -497,6 +605,8 @@ def extract_vectors(
         raise ValueError(f"Unknown extraction method {method!r}: expected one of {', '.join(EXTRACT_METHODS)}.")
     if positions not in POSITIONS:
         raise ValueError(f"positions={positions!r}: expected one of {POSITIONS}.")
+    opt_kw = dict(optimize or {})
+    check_batching(opt_kw.get("batch_size", DEFAULT_BATCH_SIZE), opt_kw.get("max_tokens", DEFAULT_MAX_TOKENS))
     cache, cache_dir = _open_cache(cache)
     from latentreason.pair import ModelPair
 
@@ -508,12 +618,12 @@ def extract_vectors(
         raise ValueError(f"The activation cache holds models {cache.models}, not 'base'; re-run `latentreason cache --models base,post_rl`.")
     fp = model_fingerprint(model)
     cache.check_model("base", fp)
-    if site is None:
-        site = default_site(cache, taxonomy)
     from latentreason.taxonomy import cache_hash, cache_site_check
 
-    site = cache_site_check(cache, str(site))
-    resolve(model, site)
+    if site is None:
+        site = default_site(cache, taxonomy, pair_or_base_model.defaults if isinstance(pair_or_base_model, ModelPair) else None)
+        log.info("vectors at %s (the default site)", site)
+    site = cache_site_check(cache, str(site_in(model, site)))  # a depth fraction (resid_post@0.4) is a layer of the base model
     if cache.d_model("base") != hidden_size_of(model):
         raise ValueError(f"The cache's base activations have d_model {cache.d_model('base')}, the model {hidden_size_of(model)}: another model.")
     from latentreason.cache import parse_roles
@@ -535,7 +645,6 @@ def extract_vectors(
         "seed": seed,
     }
     labels = [c if c in keep else None for c in cats.labels]
-    opt_kw = dict(optimize or {})
     vectors: list[SteeringVector] = []
     need_ids = method == "optimized" or bias
     ids = None
@@ -593,6 +702,8 @@ def _opt_prov(res: OptimizeResult) -> dict[str, Any]:
         "n_train": res.n_train,
         "n_heldout": res.n_heldout,
         "max_norm": res.max_norm,
+        "batch_size": res.batch_size,
+        "max_tokens": res.max_tokens,
     }
 
 
@@ -600,18 +711,6 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     import json
 
     return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def default_site(cache: Any, taxonomy: Any) -> str:
-    """The site vectors go to when none is named: the taxonomy's, else the cache's only site."""
-    t_site = None
-    if taxonomy not in (None, "planted"):
-        from latentreason.taxonomy import _Taxonomy, load_taxonomy
-
-        t_site = (taxonomy if isinstance(taxonomy, _Taxonomy) else load_taxonomy(taxonomy)).site_
-    if t_site is None and len(cache.sites) != 1:
-        raise ValueError(f"Name a site: the cache holds {', '.join(cache.sites)}.")
-    return str(t_site or cache.sites[0])
 
 
 VECTOR_OWNS = ("index.json", "specificity.json", "*.safetensors", "*.json")
@@ -689,7 +788,7 @@ def build_vectors(
     from latentreason.vectors import load_vectors
 
     cache = ActivationCache.open(cache_dir)
-    site = cache_site_check(cache, str(site) if site is not None else default_site(cache, taxonomy))
+    site = cache_site_check(cache, str(site_in(pair.base_model, site)) if site is not None else default_site(cache, taxonomy, pair.defaults))
     config = {
         "site": site, "method": method, "bias": bias, "taxonomy": "planted" if taxonomy in (None, "planted") else "directory", "seed": seed,
         "min_examples": min_examples, "max_examples": max_examples, "optimize": dict(optimize or {}), "positions": positions, **dict(also_config or {}),
@@ -841,6 +940,7 @@ def specificity_matrix(
     device = next(base_model.parameters()).device
     pad = _pad_id(tokenizer)
     mids = torch.tensor(marker_ids, device=device)
+    body, head = lm_head_of(base_model)
 
     def probs(items: list[tuple[int, ...]], v: Tensor | None) -> Tensor:
         out = []
@@ -855,12 +955,10 @@ def specificity_matrix(
             add = torch.zeros((len(chunk), T))
             add[torch.arange(len(chunk)), last] = 1.0  # only the decision position is steered
             ids, att, add, last = ids.to(device), att.to(device), add.to(device), last.to(device)
-            if v is None:
-                logits = base_model(input_ids=ids, attention_mask=att).logits
-            else:
-                with intervene(base_model, [(vecs[0].site, lambda x: x + add[..., None].to(x.dtype) * v.to(x.dtype))]):
-                    logits = base_model(input_ids=ids, attention_mask=att).logits
-            p = logits[torch.arange(len(chunk), device=device), last].float().softmax(-1)
+            edits = [] if v is None else [(vecs[0].site, lambda x: x + add[..., None].to(x.dtype) * v.to(x.dtype))]
+            with intervene(base_model, edits):
+                h = body(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state  # [b, T, d_model]
+            p = head(h[torch.arange(len(chunk), device=device), last]).float().softmax(-1)  # logits at the decision positions only
             out.append(p[:, mids].cpu())
         return torch.cat(out).double()  # [n, n_markers]
 

@@ -62,7 +62,28 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Strict JSON (NaN and infinities become null), written atomically."""
-    return write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False) + "\n")
+    return write_text(path, dumps_json(obj, indent=2) + "\n")
+
+
+def dumps_json(obj: Any, *, default: Callable[[Any], Any] | None = None, **kwargs: Any) -> str:
+    """``obj`` as strict JSON: NaN and infinities become ``null`` (bare ``NaN`` is not JSON), paths
+    and tensors / numpy values become JSON values; ``default`` handles anything else (e.g. ``str``).
+    The one encoder of files and of every command's ``--json`` output.
+
+    Example:
+        >>> dumps_json({"recovery": float("nan"), "acc": [0.5, float("inf")]})
+        '{"recovery": null, "acc": [0.5, null]}'
+    """
+
+    def encode(o: Any) -> Any:
+        try:
+            return _finite(_json_default(o))
+        except TypeError:
+            if default is None:
+                raise
+            return _finite(default(o))
+
+    return json.dumps(_finite(obj), default=encode, allow_nan=False, **kwargs)
 
 
 def _finite(o: Any) -> Any:

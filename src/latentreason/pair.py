@@ -85,6 +85,15 @@ class ModelPair:
     def format_prompt(self, role: str, prompt: str) -> str:
         return self.spec(role).format(prompt, self.tokenizer(role))
 
+    def default_sites(self) -> list[str]:
+        """The sites to cache when none is named: the pair's ``sites`` (else its ``site``, else
+        ``resid_post@0.4``), then its ``router_site``; the first is where vectors and taxonomies go."""
+        d = self.defaults
+        sites = list(d.get("sites") or ([d["site"]] if d.get("site") else ["resid_post@0.4"]))
+        if d.get("router_site"):
+            sites.append(d["router_site"])
+        return list(dict.fromkeys(str(s) for s in sites))
+
     @property
     def same_tokenizer(self) -> bool:
         return self.base_tokenizer.get_vocab() == self.post_rl_tokenizer.get_vocab()

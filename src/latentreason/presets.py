@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
-import math
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -62,7 +60,6 @@ TOP_KEYS = {"name", "task", "base", "post_rl", "defaults"}
 MODEL_KEYS = {"model", "prompt_template", "chat_template", "revision", "trust_remote_code", "allow_pickle"}
 DEFAULT_KEYS = {"sites", "router_site", "dtype", "max_new_tokens", "device_map"}
 TASKS = ("arith", "gsm8k", "math500")
-_DEPTH_SITE = re.compile(r"^(resid_pre|resid_post|attn_out|mlp_out)@(0(?:\.\d+)?|1(?:\.0+)?)$")
 
 
 def presets_dir() -> Path:
@@ -194,7 +191,7 @@ def load_preset(path: str | os.PathLike, device: str | None = None, dtype: str |
     is used when CUDA is available, else the default device. Depth-relative sites
     (``resid_post@0.4``) are resolved against the loaded base model into ``defaults["sites"]``.
     """
-    from latentreason.sites import HookSite, num_layers, resolve
+    from latentreason.sites import site_in as _site_in
 
     path = resolve_preset(path)
     cfg = read_preset(path)
@@ -226,14 +223,10 @@ def load_preset(path: str | os.PathLike, device: str | None = None, dtype: str |
 
     def site_in(model, s: str, key: str) -> str:
         """``s`` with a depth fraction (``resid_post@0.4``) made a layer of ``model``, checked to exist there."""
-        if m := _DEPTH_SITE.match(s):
-            n = num_layers(model)
-            s = f"{m.group(1)}.{min(n - 1, math.floor(float(m.group(2)) * n))}"
         try:
-            resolve(model, HookSite.parse(s))
+            return str(_site_in(model, s))
         except ValueError as e:
             raise ValueError(f"Preset {path}: [defaults] {key}: {e}") from e
-        return s
 
     sites = [site_in(models["base"], s, "sites") for s in d.get("sites", ["resid_post@0.4"])]
     d["sites"], d["site"] = sites, sites[0]
@@ -307,15 +300,14 @@ def _resolve_model(model: str, path: Path, role: str) -> str:
     return str(local) if local.is_dir() else model
 
 
-def _check_site_name(s: str, path: Path, key: str, example: str) -> None:
+def _check_site_name(s: str, path: Path, key: str) -> None:
     """A site name (``resid_post.11``) or a depth fraction (``resid_post@0.4``); layers are checked once the model is loaded."""
-    from latentreason.sites import HookSite
+    from latentreason.sites import check_site_name
 
-    if not _DEPTH_SITE.match(s):
-        try:
-            HookSite.parse(s)
-        except ValueError as e:
-            raise ValueError(f"Preset {path}: [defaults] {key}: {e} Or give a depth fraction, e.g. '{example}'.") from e
+    try:
+        check_site_name(s)
+    except ValueError as e:
+        raise ValueError(f"Preset {path}: [defaults] {key}: {e}") from e
 
 
 def _defaults(table: Any, path: Path) -> dict[str, Any]:
@@ -327,13 +319,13 @@ def _defaults(table: Any, path: Path) -> dict[str, Any]:
     if not isinstance(sites, list) or not sites or not all(isinstance(s, str) for s in sites):
         raise ValueError(f"Preset {path}: [defaults] sites must be a non-empty list of site names, e.g. [\"resid_post@0.4\"] or [\"resid_post.11\"].")
     for s in sites:
-        _check_site_name(s, path, "sites", "resid_post@0.4")
+        _check_site_name(s, path, "sites")
     out["sites"] = sites
     rs = out.get("router_site")
     if rs is not None:
         if not isinstance(rs, str):
             raise ValueError(f"Preset {path}: [defaults] router_site must be one site name, e.g. \"resid_post@0.9\" or \"resid_post.20\", got {rs!r}.")
-        _check_site_name(rs, path, "router_site", "resid_post@0.9")
+        _check_site_name(rs, path, "router_site")
     if "dtype" in out:
         try:
             resolve_dtype(out["dtype"])

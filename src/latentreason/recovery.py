@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from latentreason.extract import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS
 from latentreason.hybrid import HybridEngine, HybridResult
 from latentreason.io import read_json, write_json
 from latentreason.pair import ModelPair
@@ -49,6 +50,8 @@ class RecoverConfig:
     taxonomy: str = "auto"  # "auto" (planted labels if the task has them, else kmeans), "planted", "kmeans", "sae" or a taxonomy directory
     k: int | None = None  # clusters for a discovered taxonomy (default: sweep 2..8)
     method: str = "optimized"  # vector extraction method: on the organism, diffmeans vectors barely move the base at mid-trace switches (see README)
+    vector_batch_size: int = DEFAULT_BATCH_SIZE  # 32; optimised vectors (and the bias vector): examples per optimiser step
+    vector_max_tokens: int | None = DEFAULT_MAX_TOKENS  # 4096; optimised vectors: padded tokens per forward pass; bounds their peak memory, not their values
     alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     thresholds: tuple[float, ...] = (0.95, 0.8, 0.5, 0.3, 0.1, 0.02)
     threshold: float = 0.5  # router threshold used for the alpha curve and the controls
@@ -69,11 +72,18 @@ class RecoverConfig:
     router: str | None = None  # a trained router directory to use instead of fitting one (copied likewise)
 
     def __post_init__(self) -> None:
-        from latentreason.sites import HookSite
+        from latentreason.extract import check_batching
+        from latentreason.sites import check_site_name
         from latentreason.validate import check_finite, check_nonnegative, check_positive
 
         for name in ("n_train", "n_dev", "n_test", "batch_size", "n_boot"):
             check_positive(name, getattr(self, name))
+        if self.n_train < 2:  # every run trains the bias vector, whose held-out split needs two rollouts
+            raise ValueError(f"--n-train {self.n_train} (n_train): the bias and optimised vectors hold out whole rollouts to stop training, so they need at least 2 training rollouts; pass --n-train 2 or more.")
+        try:
+            check_batching(self.vector_batch_size, self.vector_max_tokens)
+        except ValueError as e:
+            raise ValueError(f"{e} (On the command line: --vector-batch-size / --vector-max-tokens.)") from None
         if self.max_new_tokens is not None:
             check_positive("max_new_tokens", self.max_new_tokens)
         check_nonnegative("random_seeds", self.random_seeds)
@@ -86,7 +96,7 @@ class RecoverConfig:
             check_finite("alpha", a)
         for name in ("site", "router_site"):
             if getattr(self, name) is not None:
-                HookSite.parse(getattr(self, name))
+                check_site_name(getattr(self, name))  # a typo fails here, before any compute; depth fractions allowed
         for t in (*self.thresholds, self.threshold, *self.budgets):
             check_budget(t)  # thresholds are probabilities in [0, 1]; budgets shares of tokens
         bad = set(self.decodings) - {"greedy", "sampled"}
@@ -94,7 +104,9 @@ class RecoverConfig:
             raise ValueError(f"decodings must be some of 'greedy', 'sampled'; got {self.decodings}.")
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        # how vectors are trained does not name the evaluation points (vectors are the run's artifact), so runs made before these settings resume
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("vector_batch_size", "vector_max_tokens")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------ artifacts
@@ -105,9 +117,14 @@ SFT_OWNS = ("*.json", "*.safetensors", "*.txt", "*.jinja")
 
 
 def resolved_sites(pair: ModelPair, cfg: RecoverConfig) -> tuple[str, str]:
-    """The base-model site of the vectors and the post-RL site the router reads."""
-    site = cfg.site or pair.defaults.get("site") or "resid_post.1"
-    return site, cfg.router_site or pair.defaults.get("router_site") or site
+    """The base-model site of the vectors and the post-RL site the router reads, checked against the models.
+
+    Depth fractions (``resid_post@0.4``) become layers of the model they name a site of.
+    """
+    from latentreason.sites import site_in
+
+    site = str(site_in(pair.base_model, cfg.site or pair.defaults.get("site") or "resid_post.1"))
+    return site, str(site_in(pair.post_rl_model, cfg.router_site or pair.defaults.get("router_site") or site))
 
 
 def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig, progress: bool = True, *, force: bool = False) -> dict[str, Any]:
@@ -120,7 +137,6 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     from latentreason.cache import ActivationCache, cache_activations
     from latentreason.extract import build_vectors, categories_from
     from latentreason.rollouts import build_rollouts, task_for_pair
-    from latentreason.sites import resolve
     from latentreason.stage import artifact_digest, copy_artifact
     from latentreason.vectors import load_vectors
 
@@ -129,8 +145,7 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
         if src is not None and not Path(src).is_dir():
             raise FileNotFoundError(f"--{what} {src}: no such directory.")
     task = task_for_pair(pair, cfg.task, cfg.data) if cfg.data else task_for_pair(pair, cfg.task)
-    site, router_site = resolved_sites(pair, cfg)
-    resolve(pair.base_model, site), resolve(pair.post_rl_model, router_site)  # a bad site fails here, before rollouts are generated
+    site, router_site = resolved_sites(pair, cfg)  # a bad site fails here, before rollouts are generated
     build_rollouts(pair, task, rd.rollouts, "train", cfg.n_train, seed=cfg.seed, models=("post_rl",), max_new_tokens=cfg.max_new_tokens, batch_size=min(64, cfg.batch_size), force=force)
     cache_activations(pair, rd.rollouts, rd.activations, sorted({site, router_site}), models=("base", "post_rl"), progress=progress, force=force)
     cache = ActivationCache.open(rd.activations)
@@ -141,12 +156,12 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
     if taxonomy == "auto":  # planted labels where the task has them, else discover strategies with k-means
         taxonomy = "planted" if any(s.get("label") is not None for s in cache.sentences) else "kmeans"
     if taxonomy in ("kmeans", "sae"):
-        from latentreason.taxonomy import build_taxonomy
+        from latentreason.taxonomy import build_taxonomy, default_ks
 
         n_sent = len(cache.sentences)
         if cfg.k is None and n_sent < 2:
             raise ValueError(f"The cache holds {n_sent} sentence(s); discovering strategies needs at least 2. Generate more or longer rollouts (--n-train, --max-new-tokens).")
-        ks = cfg.k or f"2-{min(8, n_sent)}"  # small runs (few sentences): never sweep more clusters than sentences
+        ks = cfg.k or default_ks(n_sent)  # small runs (few sentences): never sweep more clusters than sentences
         build_taxonomy(rd.activations, rd.taxonomy, site, ks, (taxonomy,), random_state=cfg.seed, force=force)
         taxonomy = rd.taxonomy
     if cfg.vectors is not None:
@@ -154,7 +169,8 @@ def build_artifacts(pair: ModelPair, out: str | os.PathLike, cfg: RecoverConfig,
         names = [*load_vectors(src)]  # hash-checked before anything is copied
         copy_artifact(src, rd.vectors, "vectors", ["index.json", *(f"{n}{ext}" for n in names for ext in (".json", ".safetensors"))], force=force)
     else:
-        build_vectors(pair, rd.activations, taxonomy, rd.vectors, site, cfg.method, bias=True, seed=cfg.seed, force=force)
+        opt = {"batch_size": cfg.vector_batch_size, "max_tokens": cfg.vector_max_tokens}
+        build_vectors(pair, rd.activations, taxonomy, rd.vectors, site, cfg.method, bias=True, seed=cfg.seed, optimize=opt, force=force)
     vectors = load_vectors(rd.vectors)
     elsewhere = sorted({str(v.site) for v in vectors.values()} - {site})
     if elsewhere:

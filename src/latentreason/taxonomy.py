@@ -605,6 +605,17 @@ def sweep(
     return fitted[best], rows
 
 
+DEFAULT_K = "2-8"  # the K sweep when none is given (chosen by stability, then silhouette)
+
+
+def default_ks(n_sentences: int, spec: str = DEFAULT_K) -> str:
+    """The default K sweep, never with more clusters than there are sentences: ``"2-8"``, or ``"2-n"`` for n < 8."""
+    if n_sentences < 2:
+        raise ValueError(f"The cache holds {n_sentences} sentence(s); discovering strategies needs at least 2. Generate more or longer rollouts.")
+    ks = [k for k in parse_ks(spec) if k <= n_sentences]
+    return ",".join(map(str, ks))
+
+
 def parse_ks(spec: str | int | Sequence[int]) -> list[int]:
     """``"5"`` -> [5]; ``"2-8"`` -> [2..8]; ``"3,5,8"`` -> [3, 5, 8]."""
     if isinstance(spec, int):
@@ -633,9 +644,19 @@ def parse_ks(spec: str | int | Sequence[int]) -> list[int]:
 
 
 def cache_site_check(cache: Any, site: str) -> str:
-    """The site's canonical name; raises if the cache has no activations there."""
-    from latentreason.sites import HookSite
+    """The site's canonical name; raises if the cache has no activations there.
 
+    A depth fraction (``resid_post@0.4``) is resolved as the cache resolved it: against its base
+    model's layer count, recorded in the cache's manifest.
+    """
+    from latentreason.sites import HookSite, is_depth_site, site_at_depth
+
+    if is_depth_site(site):
+        layers = (getattr(getattr(cache, "manifest", None), "extra", None) or {}).get("n_layers") or {}
+        n = layers.get("base", next(iter(layers.values()), None))
+        if n is None:
+            raise ValueError(f"Site {site!r} is a depth fraction, but the activation cache does not record its models' layer count (made before it did): name the layer instead, one of {', '.join(cache.sites)}.")
+        site = str(site_at_depth(site, int(n)))
     name = str(HookSite.parse(site))
     if name not in [str(HookSite.parse(s)) for s in cache.sites]:
         raise ValueError(f"The activation cache has no site {name!r} (it has {', '.join(cache.sites)}). Pick one of those, or re-run `latentreason cache --sites {name}`.")
@@ -740,8 +761,8 @@ def write_taxonomy(
 def build_taxonomy(
     cache_dir: str | os.PathLike,
     out: str | os.PathLike,
-    site: str,
-    ks: str | int | Sequence[int],
+    site: str | None = None,
+    ks: str | int | Sequence[int] | None = None,
     methods: Sequence[str] = ("kmeans",),
     *,
     n_seeds: int = 3,
@@ -762,8 +783,8 @@ def build_taxonomy(
 
     roles = list(parse_roles(roles))
     cache = ActivationCache.open(cache_dir)
-    site = cache_site_check(cache, site)
-    ks_list = parse_ks(ks)
+    site = cache_site_check(cache, site if site is not None else cache.sites[0])  # default: the cache's first site
+    ks_list = parse_ks(ks if ks is not None else default_ks(len(cache.generated_by(roles).sentences)))  # default: the documented sweep
     parse_pooling(pooling)  # raises on a bad pooling before the stage starts
     config = {"site": site, "methods": list(methods), "ks": ks_list, "pooling": pooling, "random_state": random_state, "n_seeds": n_seeds, "model": model, "n_top": n_top, "roles": roles}
     with open_stage(out, TAXONOMY_KIND, config, {"activations": cache.manifest.digest()}, owns=TAXONOMY_FILES, force=force) as st:

@@ -144,8 +144,14 @@ def model_shape(path: str, revision: str | None = None) -> ModelShape:
 
 def check_site_in(shape: ModelShape, site: Any, role: str = "model", option: str = "--site") -> str:
     """The canonical name of ``site`` if ``shape``'s model has it; else a ValueError naming the layers it has."""
-    from latentreason.sites import ARCHITECTURES, HookSite, check_layer
+    from latentreason.sites import ARCHITECTURES, HookSite, check_layer, check_site_name, is_depth_site, site_at_depth
 
+    if is_depth_site(site):  # resid_post@0.4: a layer once the depth is known
+        try:
+            check_site_name(site)
+        except ValueError as e:
+            raise ValueError(f"{option}: {e}") from None
+        return str(site_at_depth(site, shape.num_layers)) if shape.num_layers is not None else str(site)
     try:
         s = HookSite.parse(site)
     except ValueError as e:

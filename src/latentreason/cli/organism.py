@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 
@@ -55,7 +53,9 @@ def eval_(pair_spec: str, n: int, split: str, seed: int, as_json: bool, details:
     if not details:
         res.pop("details")
     if as_json:
-        click.echo(json.dumps(res))
+        from latentreason.io import dumps_json
+
+        click.echo(dumps_json(res))
         return
     for k, v in res.items():
         click.echo(f"{k:32s} {v if not isinstance(v, float) else f'{v:.3f}'}")

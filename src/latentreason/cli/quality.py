@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 
@@ -78,7 +76,9 @@ def quality(pair_spec, generators, n, split, out, scorer, task, data, fractions,
         raise click.ClickException(str(e)) from e
     summary = {k: v for k, v in report.items() if k != "records"}
     if as_json:
-        click.echo(json.dumps(summary, default=str))
+        from latentreason.io import dumps_json
+
+        click.echo(dumps_json(summary, default=str))
         return
     click.echo(f"quality written to {d}")
     click.echo(f"{'generator':22s} {'n':>4s} {'acc':>6s} {'reason':>6s} {'AOC':>6s} {'EA@0':>6s} {'EA@1':>6s} {'filler':>6s} {'gain/step':>9s}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 
@@ -28,10 +26,12 @@ def _floats(s: str) -> tuple[float, ...]:
 @click.option("--n-train", default=400, show_default=True, type=int)
 @click.option("--n-dev", default=200, show_default=True, type=int)
 @click.option("--n-test", default=600, show_default=True, type=int)
-@click.option("--site", default=None, help="Base-model site for vectors (default: the pair's).")
-@click.option("--router-site", default=None, help="Post-RL site the router reads (default: the pair's router_site, else --site).")
+@click.option("--site", default=None, help="Base-model site for vectors, e.g. resid_post.11 or resid_post@0.4 (default: the pair's).")
+@click.option("--router-site", default=None, help="Post-RL site the router reads, e.g. resid_post.20 or resid_post@0.9 (default: the pair's router_site, else --site).")
 @click.option("--taxonomy", default="auto", show_default=True, help="'auto' (planted labels if the task has them, else kmeans), 'planted', 'kmeans', 'sae' or a taxonomy directory.")
 @click.option("--method", default="optimized", show_default=True, type=click.Choice(["diffmeans", "probe", "optimized"]))
+@click.option("--vector-batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Optimised and bias vectors: examples per optimiser step.")
+@click.option("--vector-max-tokens", default=4096, show_default=True, type=click.IntRange(min=1), help="Optimised and bias vectors: padded tokens per forward pass; bounds their peak memory, not their values.")
 @click.option("--alphas", default="0.5,1,2,4", show_default=True, help="Steering strengths.")
 @click.option("--thresholds", default="0.95,0.8,0.5,0.3,0.1,0.02", show_default=True, help="Router thresholds (trade recovery against budget).")
 @click.option("--budgets", default=None, help="Instead of thresholds: target shares of tokens steered, each in [0, 1].")
@@ -44,7 +44,7 @@ def _floats(s: str) -> tuple[float, ...]:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print recovery.json.")
 @click.option("--force", is_flag=True, help="Rebuild the run's artifacts made with other settings or from other inputs (only their files) instead of refusing.")
-def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_test, site, router_site, taxonomy, method, alphas, thresholds, budgets, decoding, random_seeds, no_controls, no_oracle, max_new_tokens, batch_size, seed, as_json, force) -> None:
+def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_test, site, router_site, taxonomy, method, vector_batch_size, vector_max_tokens, alphas, thresholds, budgets, decoding, random_seeds, no_controls, no_oracle, max_new_tokens, batch_size, seed, as_json, force) -> None:
     """Evaluate base, post-RL, the hybrid across budgets and alphas, and all controls; write recovery.json and plots.
 
     Artifacts already in --out with the same settings are reused (an interrupted run resumes);
@@ -61,7 +61,7 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
             for b in _floats(budgets):
                 check_budget(b)
         cfg = RecoverConfig(
-            n_train=n_train, n_dev=n_dev, n_test=n_test, site=site, router_site=router_site, taxonomy=taxonomy, method=method,
+            n_train=n_train, n_dev=n_dev, n_test=n_test, site=site, router_site=router_site, taxonomy=taxonomy, method=method, vector_batch_size=vector_batch_size, vector_max_tokens=vector_max_tokens,
             alphas=_floats(alphas), thresholds=_floats(thresholds), decodings=tuple(d.strip() for d in decoding.split(",") if d.strip()),
             random_seeds=random_seeds, controls=not no_controls, oracle=not no_oracle, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, task=task, data=data,
             budgets=_floats(budgets) if budgets else (), vectors=vectors, router=router_dir,
@@ -75,7 +75,9 @@ def recover(pair_spec, out, vectors, router_dir, task, data, n_train, n_dev, n_t
     except (ValueError, FileNotFoundError, NotImplementedError) as e:
         raise click.ClickException(str(e)) from e
     if as_json:
-        click.echo(json.dumps(result))
+        from latentreason.io import dumps_json
+
+        click.echo(dumps_json(result))
         return
     click.echo(f"recovery written to {rd.recovery / RECOVERY_FILE}")
     for d, info in result["decodings"].items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ Highlighted tokens ([x] without colour) were chosen by a steered forward pass.
   :list               vectors in the directory (* = in use)
   :use NAME[,NAME]    steer with these vectors
   :alpha X            steering strength
-  :site SITE          use the same vectors' versions at another site, e.g. resid_post.2
+  :site SITE          use the same vectors' versions at another site, e.g. resid_post.2 or resid_post@0.5
   :at WHERE           all | prompt | generated | first | positions 3,4 | steps 0,1
   :greedy | :sample [T] | :seed N
   :quit"""
@@ -121,7 +120,7 @@ class Session:
 
     def command(self, line: str) -> str | None:
         """Apply a ``:command``; returns the message to print, or None to quit. Raises ValueError on misuse."""
-        from latentreason.sites import HookSite
+        from latentreason.sites import site_in
         from latentreason.steering import check_alpha
 
         name, _, arg = line[1:].strip().partition(" ")
@@ -140,7 +139,7 @@ class Session:
             except ValueError:
                 raise ValueError(f"alpha must be a number, e.g. :alpha 2.5 (got {arg!r}).") from None
         elif name == "site":
-            site = HookSite.parse(arg)
+            site = site_in(self.pair.model(self.role), arg)  # resid_post.2, or a depth fraction: resid_post@0.5
             new = []
             for n in self.use:
                 fam = family(self.vectors[n])
@@ -289,6 +288,8 @@ def steer(pair_spec: str, vectors_dir: str, role: str, prompt: str | None, vecto
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     if as_json:
-        click.echo(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}))
+        from latentreason.io import dumps_json
+
+        click.echo(dumps_json({k: v for k, v in res.items() if not k.startswith("_")}))
     else:
         click.echo(render(res, session.color))

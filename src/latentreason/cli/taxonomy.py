@@ -7,8 +7,8 @@ import click
 
 @click.command()
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False), help="Activation cache directory (latentreason cache --out).")
-@click.option("--site", required=True, help="Hook site to cluster at, e.g. resid_post.1 (must be in the cache).")
-@click.option("--k", "k_spec", required=True, help="Number of clusters: 5, a range 2-8 or a list 3,5,8 (a range or list is swept).")
+@click.option("--site", default=None, help="Hook site to cluster at, e.g. resid_post.1 or resid_post@0.4 (must be in the cache). Default: the cache's first site (the pair's site).")
+@click.option("--k", "k_spec", default=None, help="Number of clusters: 5, a range 2-8 or a list 3,5,8 (a range or list is swept). Default: 2-8, at most one cluster per sentence.")
 @click.option("--method", "methods", default="kmeans", show_default=True, help="kmeans, sae, or both as kmeans,sae (swept).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory, e.g. RUN/taxonomy.")
 @click.option("--seeds", "n_seeds", default=3, show_default=True, type=int, help="Seeds for the stability metric (>= 2).")
@@ -16,7 +16,7 @@ import click
 @click.option("--pooling", default="head:3", show_default=True, help="Sentence representation: 'mean' over all its tokens or 'head:N' over its first N tokens.")
 @click.option("--roles", default="post_rl", show_default=True, help="Cluster only sentences of rollouts these models generated (comma-separated, e.g. post_rl,base).")
 @click.option("--force", is_flag=True, help="Replace a taxonomy made with other settings or from another cache in --out (only its files).")
-def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_seeds: int, seed: int, pooling: str, roles: str, force: bool) -> None:
+def taxonomy(cache_dir: str, site: str | None, k_spec: str | None, methods: str, out: str, n_seeds: int, seed: int, pooling: str, roles: str, force: bool) -> None:
     """Fit a k-means or top-k SAE taxonomy on post-RL sentence activations (labels.json, clusters.json, metrics.json).
 
     With several K or methods, one is chosen by stability then silhouette, never by planted labels
@@ -33,7 +33,8 @@ def taxonomy(cache_dir: str, site: str, k_spec: str, methods: str, out: str, n_s
 
         if n_seeds < 2:
             raise ValueError(f"--seeds={n_seeds}: the stability metric needs at least 2 seeds (3 recommended).")
-        parse_ks(k_spec)
+        if k_spec is not None:
+            parse_ks(k_spec)
         check_out_dir(out)
         d, metrics, rows = build_taxonomy(cache_dir, out, site, k_spec, ms, n_seeds=n_seeds, random_state=seed, pooling=pooling, roles=roles, force=force)
     except (ValueError, FileNotFoundError) as e:

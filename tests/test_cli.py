@@ -131,9 +131,12 @@ def test_a_depth_fraction_on_a_cache_without_layer_counts_names_the_fix(default_
 
     old = tmp_path / "old"
     shutil.copytree(default_cache, old)
-    man = json.loads((old / "manifest.json").read_text())
-    del man["extra"]["n_layers"]  # as a cache made before layer counts were recorded
-    (old / "manifest.json").write_text(json.dumps(man))
+    import dataclasses
+
+    from latentreason.manifest import Manifest
+
+    man = Manifest.read(old)
+    Manifest.write(dataclasses.replace(man, extra={k: v for k, v in man.extra.items() if k != "n_layers"}), old)  # as a cache made before layer counts were recorded
     with pytest.raises(ValueError, match=r"depth fraction.*name the layer instead.*resid_post\.1, resid_post\.2"):
         cache_site_check(ActivationCache.open(old), "resid_post@0.5")
     assert cache_site_check(ActivationCache.open(default_cache), "resid_post@0.5") == "resid_post.1"

@@ -39,7 +39,7 @@ def test_the_vector_budget_reaches_the_optimiser_and_the_json_is_strict(run):
     out, result = run
     vecs = load_vectors(out / "vectors")
     assert "bias" in vecs and all(v.provenance["max_tokens"] == 256 and v.provenance["batch_size"] == SMALL.vector_batch_size for v in vecs.values())
-    assert Manifest.read(out / "vectors", kind="vectors").config["max_tokens"] == 256
+    assert Manifest.read(out / "vectors", kind="vectors").config["optimize"]["max_tokens"] == 256
     json.loads(dumps_json(result), parse_constant=lambda c: pytest.fail(f"bare {c}"))  # what recover --json prints
 
 

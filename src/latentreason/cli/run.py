@@ -16,7 +16,7 @@ def run(config: str, out: str | None, force: bool, as_json: bool) -> None:
     Stages already in the run with the same settings are reused, interrupted ones resume, and
     ones made otherwise are refused with the differing settings named. See examples/organism.toml.
     """
-    import json
+    from latentreason.io import dumps_json
 
     from latentreason.pipeline import RunConfig, run_pipeline
     from latentreason.rundir import RunDir
@@ -27,7 +27,7 @@ def run(config: str, out: str | None, force: bool, as_json: bool) -> None:
     except (ValueError, FileNotFoundError, NotImplementedError) as e:
         raise click.ClickException(str(e)) from e
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(dumps_json(result))
         return
     rd = RunDir(out if out is not None else cfg.out)
     click.echo(f"recovery written to {rd.recovery_file}")
